@@ -1,0 +1,33 @@
+//! The container's cgroup: created with the spec's limits by the shim, joined by the container
+//! process itself before it runs anything, removed at delete. v1 and v2 alike, via cgroups-rs.
+use anyhow::{anyhow, Context, Result};
+use cgroups_rs::{fs::{hierarchies, Cgroup}, CgroupPid};
+use oci_spec::runtime::LinuxResources;
+
+fn load(path: &str) -> Cgroup {
+    Cgroup::load(hierarchies::auto(), path.trim_start_matches('/'))
+}
+
+/// Creates the cgroup at `path` and applies the spec's resources to it.
+pub fn create(path: &str, resources: Option<&LinuxResources>) -> Result<()> {
+    let cg = Cgroup::new(hierarchies::auto(), path.trim_start_matches('/'))
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("creating cgroup {path}"))?;
+    if let Some(r) = resources {
+        containerd_shim::cgroup::update_resources(&cg, r)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("setting limits on cgroup {path}"))?;
+    }
+    Ok(())
+}
+
+/// Moves the calling process into the cgroup at `path`.
+pub fn join(path: &str) -> Result<()> {
+    let pid = CgroupPid::from(std::process::id() as u64);
+    load(path).add_task_by_tgid(pid).map_err(|e| anyhow!("{e}")).with_context(|| format!("joining cgroup {path}"))
+}
+
+/// Removes the cgroup; it must hold no process any more.
+pub fn remove(path: &str) -> Result<()> {
+    load(path).delete().map_err(|e| anyhow!("{e}")).with_context(|| format!("removing cgroup {path}"))
+}

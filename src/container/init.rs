@@ -1,0 +1,204 @@
+//! The container process. It runs as `containerd-shim-wasmedge-v1 init`, already in its new
+//! namespaces, with stdio on fds 0-2 and the launch plan on fd 3. It joins its cgroup, builds
+//! its filesystem view, pivots into the rootfs, then runs the module and exits with its code.
+use super::{cgroup, launch::MountKind, Launch, LAUNCH_FD};
+use crate::engine::{self, ExitCode, Failure};
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::path::{Component, Path, PathBuf};
+
+enum InitError {
+    Setup(anyhow::Error),
+    NotFound(PathBuf),
+    Unreadable(PathBuf, std::io::Error),
+    Module(Failure),
+}
+
+impl InitError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            InitError::Setup(_) => ExitCode::SETUP_ERROR,
+            InitError::NotFound(_) => ExitCode::NOT_FOUND,
+            InitError::Unreadable(..) => ExitCode::LOAD_ERROR,
+            InitError::Module(f) => f.exit_code(),
+        }
+    }
+}
+
+impl std::fmt::Display for InitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InitError::Setup(e) => write!(f, "container setup failed: {e:#}"),
+            InitError::NotFound(p) => write!(f, "entrypoint {} not found in the container", p.display()),
+            InitError::Unreadable(p, e) => write!(f, "cannot read entrypoint {}: {e}", p.display()),
+            InitError::Module(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Never returns: the process ends with the module's exit code, or a documented code and a
+/// one-line reason on the container's stderr.
+pub fn main() -> ! {
+    let code = match run() {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "wasmedge: {}", e.to_string().replace('\n', " "));
+            e.exit_code()
+        }
+    };
+    std::process::exit(code.0)
+}
+
+fn run() -> Result<ExitCode, InitError> {
+    end_on_stop_signals();
+    let launch: Launch = serde_json::from_reader(unsafe { File::from_raw_fd(LAUNCH_FD) })
+        .context("reading the launch plan")
+        .map_err(InitError::Setup)?;
+    isolate(&launch).map_err(InitError::Setup)?;
+    let module = std::fs::read(&launch.entrypoint).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => InitError::NotFound(launch.entrypoint.clone()),
+        _ => InitError::Unreadable(launch.entrypoint.clone(), e),
+    })?;
+    engine::run(&module, &launch.wasi).map_err(InitError::Module)
+}
+
+/// A module cannot handle signals, and as PID 1 of its namespace the process would ignore them:
+/// so a stop signal ends it with the status a killed process has.
+fn end_on_stop_signals() {
+    extern "C" fn stop(signal: libc::c_int) {
+        unsafe { libc::_exit(ExitCode::from_signal(signal).0) }
+    }
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        unsafe { libc::signal(signal, stop as *const () as libc::sighandler_t) };
+    }
+}
+
+fn isolate(launch: &Launch) -> Result<()> {
+    if let Some(path) = &launch.cgroup {
+        cgroup::join(path)?;
+    }
+    join_namespaces(launch)?;
+    if launch.new_namespace("cgroup") {
+        unshare(CloneFlags::CLONE_NEWCGROUP).context("creating the cgroup namespace")?;
+    }
+    if let (Some(name), true) = (&launch.hostname, launch.new_namespace("uts")) {
+        nix::unistd::sethostname(name).context("setting the hostname")?;
+    }
+    build_rootfs(launch)?;
+    pivot_into(&launch.rootfs)?;
+    std::env::set_current_dir(&launch.cwd)
+        .with_context(|| format!("working directory {} does not exist", launch.cwd.display()))?;
+    // The module never needs to gain privileges; this also closes setuid paths for good.
+    nix::sys::prctl::set_no_new_privs().context("setting no_new_privs")?;
+    Ok(())
+}
+
+/// Joins the namespaces the spec names by path (a pod's, for instance).
+fn join_namespaces(launch: &Launch) -> Result<()> {
+    for ns in &launch.namespaces {
+        let Some(path) = &ns.path else { continue };
+        if ns.kind == "pid" {
+            // Joining a PID namespace only applies to children; pods come with their own issue.
+            log::warn!("{}: not joining pid namespace {}", launch.id, path.display());
+            continue;
+        }
+        let file = File::open(path).with_context(|| format!("opening namespace {}", path.display()))?;
+        setns(file, CloneFlags::empty()).with_context(|| format!("joining {} namespace {}", ns.kind, path.display()))?;
+    }
+    Ok(())
+}
+
+/// Makes the rootfs a mount of its own and mounts the spec's mounts into it. Nothing of this
+/// propagates back to the host.
+fn build_rootfs(launch: &Launch) -> Result<()> {
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).context("making / private")?;
+    let root = &launch.rootfs;
+    mount(Some(root), root, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)
+        .with_context(|| format!("bind-mounting rootfs {}", root.display()))?;
+    for m in &launch.mounts {
+        let target = inside(root, &m.destination)?;
+        let what = || format!("mounting {} at {}", m.source.display(), m.destination.display());
+        match &m.kind {
+            MountKind::Bind { recursive, readonly } => {
+                make_mount_point(&target, m.source.is_dir()).with_context(what)?;
+                let rec = if *recursive { MsFlags::MS_REC } else { MsFlags::empty() };
+                mount(Some(&m.source), &target, none, MsFlags::MS_BIND | rec, none).with_context(what)?;
+                if *readonly {
+                    remount_readonly(&target).with_context(what)?;
+                }
+            }
+            MountKind::Tmpfs { options } => {
+                make_mount_point(&target, true).with_context(what)?;
+                let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+                mount(Some("tmpfs"), &target, Some("tmpfs"), flags, Some(options.as_str())).with_context(what)?;
+            }
+        }
+    }
+    if launch.readonly_rootfs {
+        remount_readonly(root).context("making the rootfs read-only")?;
+    }
+    Ok(())
+}
+
+fn remount_readonly(target: &Path) -> nix::Result<()> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+}
+
+/// The host path of `dest` under `root`. Mount points are refused when a component is a
+/// symlink, which the image could point anywhere on the host.
+fn inside(root: &Path, dest: &Path) -> Result<PathBuf> {
+    let mut path = root.to_path_buf();
+    for part in dest.components() {
+        match part {
+            Component::Normal(p) => path.push(p),
+            Component::RootDir | Component::CurDir => {}
+            _ => bail!("mount destination {} leaves the rootfs", dest.display()),
+        }
+        if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!("mount destination {} goes through a symlink", dest.display());
+        }
+    }
+    Ok(path)
+}
+
+fn make_mount_point(target: &Path, dir: bool) -> std::io::Result<()> {
+    if dir {
+        std::fs::create_dir_all(target)
+    } else {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::OpenOptions::new().create(true).append(true).open(target).map(drop)
+    }
+}
+
+/// pivot_root with the old root stacked on the new one, then detached: no path to the host's
+/// filesystem is left in the container.
+fn pivot_into(root: &Path) -> Result<()> {
+    std::env::set_current_dir(root).with_context(|| format!("entering {}", root.display()))?;
+    nix::unistd::pivot_root(".", ".").context("pivot_root")?;
+    umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
+    std::env::set_current_dir("/").context("chdir /")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_destinations_stay_inside_the_rootfs() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(inside(dir.path(), Path::new("/data/x")).unwrap(), dir.path().join("data/x"));
+        assert!(inside(dir.path(), Path::new("/../etc")).is_err());
+        std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
+        let err = inside(dir.path(), Path::new("/link/conf")).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+    }
+}

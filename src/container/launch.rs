@@ -1,0 +1,196 @@
+//! The launch plan: everything a container's init process needs, prepared once at create time
+//! from the bundle's `config.json` and handed to the process as JSON.
+use crate::engine::WasiContext;
+use anyhow::{bail, Context, Result};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountKind {
+    Bind { recursive: bool, readonly: bool },
+    Tmpfs { options: String },
+}
+
+/// A mount made inside the container before it pivots into its rootfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub source: PathBuf,
+    pub destination: PathBuf,
+    pub kind: MountKind,
+}
+
+/// A namespace the container process gets: a new one, or the one at `path` (as in a pod).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespace {
+    pub kind: String,
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Launch {
+    pub id: String,
+    /// The rootfs as the shim sees it (absolute).
+    pub rootfs: PathBuf,
+    pub readonly_rootfs: bool,
+    pub cwd: PathBuf,
+    pub hostname: Option<String>,
+    pub mounts: Vec<Mount>,
+    pub namespaces: Vec<Namespace>,
+    /// The cgroup the process joins, relative to each hierarchy's root.
+    pub cgroup: Option<String>,
+    /// The module's path inside the container.
+    pub entrypoint: PathBuf,
+    pub wasi: WasiContext,
+}
+
+/// Filesystems that only make sense for Linux processes; a wasm module cannot use them, and
+/// leaving them out keeps host kernel interfaces away from the module.
+const SKIPPED_FS: &[&str] = &["proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2"];
+
+impl Launch {
+    pub fn from_spec(id: &str, bundle: &Path, spec: &Spec) -> Result<Launch> {
+        let process = spec.process().as_ref().context("config.json has no process")?;
+        let args = process.args().clone().unwrap_or_default();
+        let Some(entry) = args.first() else { bail!("config.json: process.args is empty: no entrypoint") };
+        let cwd = process.cwd().clone();
+        let root = spec.root().as_ref().context("config.json has no root")?;
+        let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
+
+        let mounts = spec.mounts().iter().flatten().filter_map(Self::mount_from_spec).collect::<Vec<_>>();
+        let binds = mounts.iter().filter_map(|m| match m.kind {
+            MountKind::Bind { readonly, .. } => Some((m.destination.to_str().unwrap_or_default(), readonly)),
+            MountKind::Tmpfs { .. } => None,
+        });
+        let env = process.env().clone().unwrap_or_default();
+        let wasi = WasiContext::from_process(&args, &env, &cwd.to_string_lossy(), binds);
+
+        let linux = spec.linux().as_ref();
+        let namespaces = linux
+            .and_then(|l| l.namespaces().as_ref())
+            .into_iter()
+            .flatten()
+            .map(|ns| Namespace { kind: namespace_name(ns.typ()).to_string(), path: ns.path().clone() })
+            .collect();
+        Ok(Launch {
+            id: id.to_string(),
+            rootfs,
+            readonly_rootfs: root.readonly().unwrap_or(false),
+            entrypoint: cwd.join(entry),
+            cwd,
+            hostname: spec.hostname().clone(),
+            mounts,
+            namespaces,
+            cgroup: linux.and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned()),
+            wasi,
+        })
+    }
+
+    fn mount_from_spec(m: &oci_spec::runtime::Mount) -> Option<Mount> {
+        let options = m.options().clone().unwrap_or_default();
+        let has = |o: &str| options.iter().any(|x| x == o);
+        let fs = m.typ().as_deref().unwrap_or("");
+        let kind = if has("bind") || has("rbind") || fs == "bind" {
+            MountKind::Bind { recursive: has("rbind"), readonly: has("ro") }
+        } else if fs == "tmpfs" {
+            let data: Vec<&str> = options.iter().map(String::as_str).filter(|o| o.contains('=')).collect();
+            MountKind::Tmpfs { options: data.join(",") }
+        } else {
+            if !SKIPPED_FS.contains(&fs) {
+                log::debug!("skipping mount of type {fs:?} at {}", m.destination().display());
+            }
+            return None;
+        };
+        Some(Mount {
+            source: m.source().clone().unwrap_or_default(),
+            destination: m.destination().clone(),
+            kind,
+        })
+    }
+
+    pub fn new_namespace(&self, kind: &str) -> bool {
+        self.namespaces.iter().any(|ns| ns.kind == kind && ns.path.is_none())
+    }
+}
+
+/// The names `/proc/PID/ns/` uses.
+fn namespace_name(t: LinuxNamespaceType) -> &'static str {
+    match t {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> Spec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn sample() -> Spec {
+        spec(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["/app.wasm", "x"], "env": ["A=1"], "cwd": "/srv", "user": {"uid": 0, "gid": 0}},
+            "root": {"path": "rootfs", "readonly": true},
+            "hostname": "h",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/data", "type": "bind", "source": "/host/data", "options": ["rbind", "ro"]},
+                {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "size=65536k"]}
+            ],
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": "/proc/1/ns/net"}],
+                      "cgroupsPath": "/default/c1"}
+        }))
+    }
+
+    #[test]
+    fn maps_process_root_and_mounts() {
+        let l = Launch::from_spec("c1", Path::new("/b"), &sample()).unwrap();
+        assert_eq!(l.rootfs, PathBuf::from("/b/rootfs"));
+        assert!(l.readonly_rootfs);
+        assert_eq!(l.entrypoint, PathBuf::from("/app.wasm"));
+        assert_eq!(l.cwd, PathBuf::from("/srv"));
+        assert_eq!(l.mounts.len(), 2, "proc is skipped");
+        assert_eq!(l.mounts[0].kind, MountKind::Bind { recursive: true, readonly: true });
+        assert_eq!(l.mounts[1].kind, MountKind::Tmpfs { options: "size=65536k".into() });
+        assert_eq!(l.wasi.args, vec!["/app.wasm", "x"]);
+        assert_eq!(l.wasi.preopens.len(), 2, "root and the bind mount");
+        assert!(l.wasi.preopens[1].readonly);
+        assert_eq!(l.cgroup.as_deref(), Some("/default/c1"));
+    }
+
+    #[test]
+    fn namespaces_keep_paths_to_join() {
+        let l = Launch::from_spec("c1", Path::new("/b"), &sample()).unwrap();
+        assert!(l.new_namespace("pid"));
+        assert!(!l.new_namespace("net"), "a namespace with a path is joined, not created");
+    }
+
+    #[test]
+    fn relative_entrypoint_resolves_against_cwd() {
+        let mut s = sample();
+        let mut p = s.process().clone().unwrap();
+        p.set_args(Some(vec!["bin/m.wasm".into()]));
+        s.set_process(Some(p));
+        let l = Launch::from_spec("c1", Path::new("/b"), &s).unwrap();
+        assert_eq!(l.entrypoint, PathBuf::from("/srv/bin/m.wasm"));
+    }
+
+    #[test]
+    fn empty_args_is_an_error() {
+        let mut s = sample();
+        let mut p = s.process().clone().unwrap();
+        p.set_args(Some(vec![]));
+        s.set_process(Some(p));
+        let err = Launch::from_spec("c1", Path::new("/b"), &s).unwrap_err();
+        assert!(err.to_string().contains("no entrypoint"), "{err}");
+    }
+}

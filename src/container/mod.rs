@@ -1,0 +1,19 @@
+//! One container: its OCI bundle, the process that runs it, and what that process sets up.
+//!
+//! The shim prepares a [`Launch`] at create time; at start, [`spawn`] clones a process in new
+//! namespaces that re-executes this binary as `init`; [`init`] reads the launch plan, joins the
+//! cgroup, mounts, pivots into the rootfs and hands the module to the engine.
+pub mod cgroup;
+pub mod init;
+pub mod launch;
+pub mod rootfs;
+pub mod spawn;
+pub mod stdio;
+
+pub use launch::Launch;
+
+/// The first argument that turns the shim binary into a container's init process.
+pub const INIT_ARG: &str = "init";
+
+/// The file descriptor on which the init process finds its launch plan.
+pub const LAUNCH_FD: i32 = 3;

@@ -1,0 +1,75 @@
+//! Starts a container process: clone(2) into the new namespaces the spec asks for, then exec this
+//! binary as `init` with the container's stdio on fds 0-2 and its launch plan on fd 3.
+use super::{stdio::Stdio, Launch, INIT_ARG, LAUNCH_FD};
+use anyhow::{Context, Result};
+use nix::fcntl::{fcntl, FcntlArg};
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+use std::ffi::CString;
+use std::io::{Seek, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+/// Namespaces created by clone. The cgroup namespace is made by init after it joins its cgroup,
+/// so that the namespace's root is the container's cgroup, not the shim's.
+const CLONE_NAMESPACES: &[(&str, CloneFlags)] = &[
+    ("mnt", CloneFlags::CLONE_NEWNS),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("net", CloneFlags::CLONE_NEWNET),
+];
+
+pub fn spawn(launch: &Launch, stdio: &Stdio) -> Result<Pid> {
+    let plan = plan_fd(launch)?;
+    let flags = CLONE_NAMESPACES
+        .iter()
+        .filter(|(kind, _)| launch.new_namespace(kind))
+        .fold(CloneFlags::empty(), |acc, (_, f)| acc | *f)
+        // The process always gets its own mount namespace: it pivots into the rootfs.
+        | CloneFlags::CLONE_NEWNS;
+
+    // Everything the child touches is prepared here: after clone in a threaded process only
+    // async-signal-safe calls are allowed until exec. Sources are first copied above fd 9 so
+    // that dup2 onto 0-3 cannot clobber one another.
+    let sources = [stdio.stdin.as_fd(), stdio.stdout.as_fd(), stdio.stderr.as_fd(), plan.as_fd()];
+    let high: Vec<OwnedFd> = sources
+        .iter()
+        .map(|fd| fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map(|raw| unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) }))
+        .collect::<nix::Result<_>>()
+        .context("duplicating stdio")?;
+    let high_raw: Vec<i32> = high.iter().map(|fd| fd.as_raw_fd()).collect();
+    let exe = CString::new("/proc/self/exe")?;
+    let argv = [CString::new("containerd-shim-wasmedge-v1")?, CString::new(INIT_ARG)?];
+    let argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+    let env: Vec<CString> = std::env::var("RUST_LOG").ok().map(|v| CString::new(format!("RUST_LOG={v}"))).into_iter().collect::<Result<_, _>>()?;
+    let env_ptrs: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
+
+    let mut stack = vec![0u8; 64 * 1024];
+    let child = Box::new(|| -> isize {
+        unsafe {
+            for (target, &src) in high_raw.iter().enumerate() {
+                if libc::dup2(src, target as i32) < 0 {
+                    return 125;
+                }
+            }
+            libc::syscall(libc::SYS_close_range, LAUNCH_FD + 1, u32::MAX, 0);
+            let empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
+            125
+        }
+    });
+    let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
+        .with_context(|| format!("cloning the container process with {flags:?}"))?;
+    Ok(pid)
+}
+
+/// The launch plan in an anonymous memory file: no size limit, and nothing to clean up.
+fn plan_fd(launch: &Launch) -> Result<OwnedFd> {
+    let fd = nix::sys::memfd::memfd_create(c"launch", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).context("memfd_create")?;
+    let mut file = std::fs::File::from(fd);
+    serde_json::to_writer(&mut file, launch)?;
+    file.flush()?;
+    file.rewind()?;
+    Ok(file.into())
+}

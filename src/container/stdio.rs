@@ -1,0 +1,38 @@
+//! The container's stdin/stdout/stderr: containerd's FIFOs (or files), opened by the shim at
+//! create time and handed to the container process as fds 0, 1 and 2.
+use anyhow::{Context, Result};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+
+pub struct Stdio {
+    pub stdin: File,
+    pub stdout: File,
+    pub stderr: File,
+}
+
+impl Stdio {
+    pub fn open(stdin: &str, stdout: &str, stderr: &str) -> Result<Stdio> {
+        Ok(Stdio {
+            stdin: open_end(stdin, false).context("opening stdin")?,
+            stdout: open_end(stdout, true).context("opening stdout")?,
+            stderr: open_end(stderr, true).context("opening stderr")?,
+        })
+    }
+}
+
+/// Opens one end without blocking on a FIFO whose other side is not there yet, then makes it
+/// blocking again, because the module does plain blocking reads and writes. An empty path is
+/// /dev/null. The URI form (`file://`, `binary://`) is for other shims' log drivers.
+fn open_end(path: &str, write: bool) -> Result<File> {
+    let path = if path.is_empty() { "/dev/null" } else { path.strip_prefix("file://").unwrap_or(path) };
+    let file = OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("opening {path}"))?;
+    let flags = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL)?);
+    fcntl(&file, FcntlArg::F_SETFL(flags & !OFlag::O_NONBLOCK))?;
+    Ok(file)
+}

@@ -1,0 +1,64 @@
+//! The containerd side: the runtime v2 `start`/`delete` commands and the ttrpc Task service.
+mod classify;
+mod service;
+mod task;
+
+use containerd_shim::{
+    publisher::RemotePublisher, Config, DeleteResponse, ExitSignal, Flags, StartOpts,
+};
+use std::sync::Arc;
+
+pub use service::Service;
+
+/// containerd's name for this runtime (`--runtime io.containerd.wasmedge.v1`).
+pub const RUNTIME_NAME: &str = "io.containerd.wasmedge.v1";
+
+/// Kubernetes puts every container of a pod in one shim, found by this annotation.
+const SANDBOX_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
+pub fn run() {
+    containerd_shim::run::<Shim>(RUNTIME_NAME, None)
+}
+
+struct Shim {
+    namespace: String,
+    exit: Arc<ExitSignal>,
+}
+
+impl containerd_shim::Shim for Shim {
+    type T = Service;
+
+    fn new(_runtime_id: &str, flags: &Flags, _config: &mut Config) -> Self {
+        Shim { namespace: flags.namespace.clone(), exit: Arc::new(ExitSignal::default()) }
+    }
+
+    /// containerd runs `start` in the bundle directory; a pod's containers share the pod's shim.
+    fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        let grouping = oci_spec::runtime::Spec::load("config.json")
+            .ok()
+            .and_then(|s| s.annotations().as_ref()?.get(SANDBOX_ANNOTATION).cloned())
+            .unwrap_or_else(|| opts.id.clone());
+        let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
+        Ok(address)
+    }
+
+    /// Called when a shim died without deleting its container: undo what create did.
+    fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        let bundle = std::env::current_dir().map_err(|e| containerd_shim::Error::Other(e.to_string()))?;
+        task::cleanup_bundle(&bundle);
+        Ok(DeleteResponse {
+            exit_status: 128 + libc::SIGKILL as u32,
+            exited_at: Some(containerd_shim::util::timestamp()?).into(),
+            ..Default::default()
+        })
+    }
+
+    fn wait(&mut self) {
+        self.exit.wait();
+    }
+
+    fn create_task_service(&self, publisher: RemotePublisher) -> Service {
+        Service::new(&self.namespace, publisher, self.exit.clone())
+    }
+}
+
