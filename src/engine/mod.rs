@@ -5,12 +5,11 @@ mod wasi;
 pub use exit::ExitCode;
 pub use wasi::WasiContext;
 
-use anyhow::{anyhow, Context, Result};
 use std::collections::HashMap;
 use wasmedge_sdk::{
     config::{CommonConfigOptions, ConfigBuilder},
     error::{CoreCommonError, CoreError, WasmEdgeError},
-    params, vm::SyncInst, Module, Store, Vm,
+    params, vm::SyncInst, LogManager, Module, Store, Vm,
 };
 
 /// Why a module did not run to its own exit; each maps to a documented exit code.
@@ -42,6 +41,13 @@ impl std::fmt::Display for Failure {
 
 /// Runs a WASI command module to completion in this process and returns its exit code.
 pub fn run(module: &[u8], wasi: &WasiContext) -> Result<ExitCode, Failure> {
+    // WasmEdge logs errors over several lines on the container's stderr; the caller prints one
+    // line instead. RUST_LOG=debug brings WasmEdge's own log back for debugging.
+    if std::env::var("RUST_LOG").is_ok_and(|v| v.contains("debug")) {
+        LogManager::log_debug_info();
+    } else {
+        LogManager::log_off();
+    }
     let config = ConfigBuilder::new(CommonConfigOptions::default())
         .build()
         .map_err(|e| Failure::Load(e.to_string()))?;
@@ -56,9 +62,10 @@ pub fn run(module: &[u8], wasi: &WasiContext) -> Result<ExitCode, Failure> {
         vm.register_module(None, module).map_err(|e| Failure::Load(e.to_string()))?;
         vm.run_func(None, "_start", params!())
     };
+    // proc_exit ends `_start` early ("terminated", which WasmEdge may count as success); the
+    // WASI module keeps the code, 0 when `_start` returned by itself.
     match outcome {
-        Ok(_) => Ok(ExitCode(0)),
-        // proc_exit ends `_start` with "terminated"; the code is kept by the WASI module.
+        Ok(_) => Ok(ExitCode::from_wasi(wasi_module.exit_code())),
         Err(e) if *e == WasmEdgeError::Core(CoreError::Common(CoreCommonError::Terminated)) => {
             Ok(ExitCode::from_wasi(wasi_module.exit_code()))
         }
@@ -67,9 +74,4 @@ pub fn run(module: &[u8], wasi: &WasiContext) -> Result<ExitCode, Failure> {
         }
         Err(e) => Err(Failure::Trap(e.to_string())),
     }
-}
-
-/// Checks that WasmEdge accepts a module without running it (used before a container starts).
-pub fn validate(module: &[u8]) -> Result<()> {
-    Module::from_bytes(None, module).map(|_| ()).map_err(|e| anyhow!("{e}")).context("invalid wasm module")
 }

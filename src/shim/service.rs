@@ -255,9 +255,7 @@ impl containerd_shim::Task for Service {
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
         let task = self.task(&req.id)?;
         let processes = task
-            .state()
-            .pid
-            .filter(|_| task.state().status() == Status::Running)
+            .running_pid()
             .map(|pid| containerd_shim::protos::api::ProcessInfo { pid: pid as u32, ..Default::default() })
             .into_iter()
             .collect();
@@ -266,8 +264,7 @@ impl containerd_shim::Task for Service {
 
     fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
         let task = self.task(&req.id)?;
-        let pid = task.state().pid.filter(|_| task.state().status() == Status::Running);
-        let pid = pid.ok_or_else(|| rpc_error(Code::FAILED_PRECONDITION, format!("container {} is not running", req.id)))?;
+        let pid = task.running_pid().ok_or_else(|| rpc_error(Code::FAILED_PRECONDITION, format!("container {} is not running", req.id)))?;
         let cg = containerd_shim::cgroup::get_cgroup(pid as u32).map_err(|e| rpc_error(Code::INTERNAL, e))?;
         let stats = if cg.v2() {
             convert_to_any(Box::new(containerd_shim::cgroup::collect_metrics_v2(&cg).map_err(|e| rpc_error(Code::INTERNAL, e))?))

@@ -72,6 +72,11 @@ impl Task {
         self.state.lock().unwrap()
     }
 
+    pub fn running_pid(&self) -> Option<i32> {
+        let state = self.state();
+        state.pid.filter(|_| state.status() == Status::Running)
+    }
+
     /// Records the exit once; returns false when the task had already exited.
     pub fn set_exit(&self, status: u32, at: Timestamp) -> bool {
         let mut state = self.state();

@@ -1,0 +1,118 @@
+//! `wasmedge-image`: builds OCI images of WebAssembly modules. The logic lives in
+//! `containerd_shim_wasmedge::image::writer`; this is only argument handling.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use containerd_shim_wasmedge::image::writer::{self, Format, ImageSpec, LayerFile};
+
+#[derive(Parser)]
+#[command(
+    name = "wasmedge-image",
+    version,
+    about = "Build OCI images of WebAssembly modules"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pack a wasm module (and extra files) into a one-layer wasi/wasm image.
+    Pack(PackArgs),
+}
+
+#[derive(Args)]
+struct PackArgs {
+    /// The wasm module; it is stored at the entrypoint path.
+    #[arg(long)]
+    module: PathBuf,
+    /// Image reference, e.g. docker.io/library/hello:latest (or just hello).
+    #[arg(long)]
+    tag: String,
+    /// Output tarball, or directory for --format layout.
+    #[arg(long)]
+    out: PathBuf,
+    /// oci: OCI-layout tarball (ctr image import); docker: also docker-archive manifest.json
+    /// (docker load); layout: OCI layout directory.
+    #[arg(long, default_value = "oci")]
+    format: Format,
+    /// Absolute path of the module inside the image.
+    #[arg(long, default_value = "/app.wasm")]
+    entrypoint: String,
+    /// Extra file for the layer.
+    #[arg(long = "file", value_name = "HOSTPATH:IMAGEPATH")]
+    files: Vec<String>,
+    /// Environment variable of the image config.
+    #[arg(long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Working directory of the image config.
+    #[arg(long)]
+    workdir: Option<String>,
+    /// Manifest annotation (overrides the default module.wasm.image/variant=compat-smart).
+    #[arg(long = "annotation", value_name = "K=V")]
+    annotations: Vec<String>,
+    /// Argument passed to the module (the image's Cmd); repeat for several.
+    #[arg(long = "arg", value_name = "X", allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Pack(args) => pack(args),
+    }
+}
+
+fn pack(a: PackArgs) -> Result<()> {
+    if !a.entrypoint.starts_with('/') {
+        bail!(
+            "--entrypoint must be an absolute path, got {:?}",
+            a.entrypoint
+        );
+    }
+    let module =
+        fs::read(&a.module).with_context(|| format!("reading module {}", a.module.display()))?;
+    let mut files = vec![LayerFile {
+        path: a.entrypoint.clone(),
+        data: module,
+        mode: 0o755,
+    }];
+    for f in &a.files {
+        let (host, path) = f
+            .rsplit_once(':')
+            .with_context(|| format!("--file {f:?} is not HOSTPATH:IMAGEPATH"))?;
+        let data = fs::read(host).with_context(|| format!("reading {host}"))?;
+        let mode = fs::metadata(host)?.permissions().mode() & 0o7777;
+        files.push(LayerFile {
+            path: path.into(),
+            data,
+            mode,
+        });
+    }
+    let mut annotations = BTreeMap::new();
+    for kv in &a.annotations {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => annotations.insert(k.to_string(), v.to_string()),
+            _ => bail!("--annotation {kv:?} is not K=V"),
+        };
+    }
+    let spec = ImageSpec {
+        reference: a.tag,
+        files,
+        entrypoint: vec![a.entrypoint],
+        cmd: a.args,
+        env: a.env,
+        working_dir: a.workdir,
+        annotations,
+        created: None,
+    };
+    let image = writer::build(&spec)?;
+    image.save(a.format, &a.out)?;
+    println!("{} {}", image.reference, image.manifest.digest);
+    Ok(())
+}
