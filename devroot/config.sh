@@ -1,4 +1,7 @@
 # Shared settings of the dev root scripts.
 DEVROOT=${DEVROOT:-/var/cache/containerd-shim-wasmedge/devroot}
-DEVROOT_PACKAGES="ca-certificates libwasmedge-dev wasmedge containerd runc crun gcc libc6-dev libclang-dev \
-make pkg-config procps util-linux iproute2 busybox-static"
+# The runtime world (WasmEdge, containerd, runc, crun, Docker, CNI, kubectl) and the toolchains the
+# build helper uses for C/C++, Go, JavaScript and TypeScript.
+DEVROOT_PACKAGES="ca-certificates libwasmedge-dev wasmedge containerd runc crun docker.io kubectl \
+containernetworking-plugins iptables gcc libc6-dev libclang-dev make pkg-config procps util-linux iproute2 \
+busybox-static git clang lld wasi-libc libclang-rt-dev-wasm32 libc++-dev-wasm32 golang-go nodejs npm esbuild"
