@@ -1,14 +1,17 @@
 //! The container process. It runs as `containerd-shim-wasmedge-v1 init`, already in its new
-//! namespaces, with stdio on fds 0-2 and the launch plan on fd 3. It joins its cgroup, builds
-//! its filesystem view, pivots into the rootfs, then runs the module and exits with its code.
-use super::{cgroup, launch::MountKind, Launch, LAUNCH_FD};
+//! namespaces, with stdio on fds 0-2, the launch plan on fd 3 and its log pipe on fd 4. It
+//! builds its filesystem view, loads the module (AOT cache), joins its cgroup, pivots into the
+//! rootfs, then runs the module and exits with its code.
+use super::{cgroup, launch::MountKind, report, Launch, LAUNCH_FD};
 use crate::engine::{self, ExitCode, Failure};
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use std::os::fd::FromRawFd;
+use std::sync::OnceLock;
 use std::path::{Component, Path, PathBuf};
 
 enum InitError {
@@ -55,15 +58,62 @@ pub fn main() -> ! {
 
 fn run() -> Result<ExitCode, InitError> {
     end_on_stop_signals();
+    report::log_to_shim(unsafe { File::from_raw_fd(report::REPORT_FD) });
     let launch: Launch = serde_json::from_reader(unsafe { File::from_raw_fd(LAUNCH_FD) })
         .context("reading the launch plan")
         .map_err(InitError::Setup)?;
-    isolate(&launch).map_err(InitError::Setup)?;
-    let module = std::fs::read(&launch.entrypoint).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => InitError::NotFound(launch.entrypoint.clone()),
-        _ => InitError::Unreadable(launch.entrypoint.clone(), e),
-    })?;
-    engine::run(&module, &launch.wasi).map_err(InitError::Module)
+    join_namespaces(&launch).map_err(InitError::Setup)?;
+    build_rootfs(&launch).map_err(InitError::Setup)?;
+    // The module is read and compiled before the process joins its cgroup: compiling a large
+    // module must not count against, or fail under, the container's memory limit.
+    let module = read_entrypoint(&launch)?;
+    let prepared = engine::prepare(&module, &launch.engine).map_err(InitError::Module)?;
+    drop(module);
+    confine(&launch).map_err(InitError::Setup)?;
+    if let Some(limit) = launch.engine.limits.time_limit {
+        arm_time_limit(limit);
+    }
+    engine::run(prepared, &launch.wasi).map_err(InitError::Module)
+}
+
+/// Reads the module inside the rootfs (a symlink in the image resolves within it, never to a
+/// host file).
+fn read_entrypoint(launch: &Launch) -> Result<Vec<u8>, InitError> {
+    let path = &launch.entrypoint;
+    let how = OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    let root = File::open(&launch.rootfs).with_context(|| format!("opening {}", launch.rootfs.display())).map_err(InitError::Setup)?;
+    let read = openat2(&root, path.strip_prefix("/").unwrap_or(path), how)
+        .map_err(std::io::Error::from)
+        .and_then(|fd| {
+            let mut bytes = Vec::new();
+            File::from(fd).read_to_end(&mut bytes).map(|_| bytes)
+        });
+    read.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => InitError::NotFound(path.clone()),
+        _ => InitError::Unreadable(path.clone(), e),
+    })
+}
+
+/// Stops the process when its time is up, with a line on its stderr: a wall-clock timer in the
+/// process itself, so it holds in the interpreter and in AOT code alike, at no cost per
+/// instruction.
+fn arm_time_limit(limit: std::time::Duration) {
+    static MESSAGE: OnceLock<String> = OnceLock::new();
+    extern "C" fn expired(_: libc::c_int) {
+        if let Some(m) = MESSAGE.get() {
+            unsafe { libc::write(2, m.as_ptr().cast(), m.len()) };
+        }
+        unsafe { libc::_exit(ExitCode::TIME_LIMIT.0) }
+    }
+    let _ = MESSAGE.set(format!("wasmedge: time limit of {limit:?} exceeded, module stopped\n"));
+    let timer = libc::itimerval {
+        it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+        it_value: libc::timeval { tv_sec: limit.as_secs() as _, tv_usec: limit.subsec_micros().max(1) as _ },
+    };
+    unsafe {
+        libc::signal(libc::SIGALRM, expired as *const () as libc::sighandler_t);
+        libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut());
+    }
 }
 
 /// A module cannot handle signals, and as PID 1 of its namespace the process would ignore them:
@@ -77,18 +127,17 @@ fn end_on_stop_signals() {
     }
 }
 
-fn isolate(launch: &Launch) -> Result<()> {
+/// Puts the process in its cgroup and its own root, and takes away what it does not need.
+fn confine(launch: &Launch) -> Result<()> {
     if let Some(path) = &launch.cgroup {
         cgroup::join(path)?;
     }
-    join_namespaces(launch)?;
     if launch.new_namespace("cgroup") {
         unshare(CloneFlags::CLONE_NEWCGROUP).context("creating the cgroup namespace")?;
     }
     if let (Some(name), true) = (&launch.hostname, launch.new_namespace("uts")) {
         nix::unistd::sethostname(name).context("setting the hostname")?;
     }
-    build_rootfs(launch)?;
     pivot_into(&launch.rootfs)?;
     std::env::set_current_dir(&launch.cwd)
         .with_context(|| format!("working directory {} does not exist", launch.cwd.display()))?;

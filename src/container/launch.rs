@@ -1,10 +1,11 @@
 //! The launch plan: everything a container's init process needs, prepared once at create time
 //! from the bundle's `config.json` and handed to the process as JSON.
-use crate::engine::WasiContext;
+use crate::engine::{EngineOptions, Limits, WasiContext};
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountKind {
@@ -42,14 +43,19 @@ pub struct Launch {
     /// The module's path inside the container.
     pub entrypoint: PathBuf,
     pub wasi: WasiContext,
+    pub engine: EngineOptions,
 }
+
+/// The annotation that sets a container's wall-clock time limit (`30s`, `1500ms`, `2m`).
+pub const TIME_LIMIT_ANNOTATION: &str = "wasmedge.io/time-limit";
 
 /// Filesystems that only make sense for Linux processes; a wasm module cannot use them, and
 /// leaving them out keeps host kernel interfaces away from the module.
 const SKIPPED_FS: &[&str] = &["proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2"];
 
 impl Launch {
-    pub fn from_spec(id: &str, bundle: &Path, spec: &Spec) -> Result<Launch> {
+    /// `defaults` are the shim's engine options; the spec's memory limit and annotations refine them.
+    pub fn from_spec(id: &str, bundle: &Path, spec: &Spec, defaults: &EngineOptions) -> Result<Launch> {
         let process = spec.process().as_ref().context("config.json has no process")?;
         let args = process.args().clone().unwrap_or_default();
         let Some(entry) = args.first() else { bail!("config.json: process.args is empty: no entrypoint") };
@@ -72,6 +78,15 @@ impl Launch {
             .flatten()
             .map(|ns| Namespace { kind: namespace_name(ns.typ()).to_string(), path: ns.path().clone() })
             .collect();
+        let mut engine = defaults.clone();
+        let memory = linux.and_then(|l| l.resources().as_ref()).and_then(|r| r.memory().as_ref()).and_then(|m| m.limit());
+        if let Some(pages) = memory.and_then(Limits::memory_pages_for) {
+            engine.limits.max_memory_pages = Some(pages);
+        }
+        if let Some(value) = spec.annotations().as_ref().and_then(|a| a.get(TIME_LIMIT_ANNOTATION)) {
+            let limit = parse_duration(value).with_context(|| format!("annotation {TIME_LIMIT_ANNOTATION}={value}"))?;
+            engine.limits.time_limit = (!limit.is_zero()).then_some(limit);
+        }
         Ok(Launch {
             id: id.to_string(),
             rootfs,
@@ -83,6 +98,7 @@ impl Launch {
             namespaces,
             cgroup: linux.and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned()),
             wasi,
+            engine,
         })
     }
 
@@ -111,6 +127,21 @@ impl Launch {
     pub fn new_namespace(&self, kind: &str) -> bool {
         self.namespaces.iter().any(|ns| ns.kind == kind && ns.path.is_none())
     }
+}
+
+/// A duration as `1500ms`, `30s`, `2m` or plain seconds; 0 means no limit.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = number.parse().with_context(|| format!("{s:?} is not a duration like 30s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => bail!("{s:?} has an unknown unit (use ms, s, m or h)"),
+    };
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// The names `/proc/PID/ns/` uses.
@@ -147,13 +178,15 @@ mod tests {
                 {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "size=65536k"]}
             ],
             "linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": "/proc/1/ns/net"}],
-                      "cgroupsPath": "/default/c1"}
+                      "cgroupsPath": "/default/c1",
+                      "resources": {"memory": {"limit": 67108864}}},
+            "annotations": {"wasmedge.io/time-limit": "2s"}
         }))
     }
 
     #[test]
     fn maps_process_root_and_mounts() {
-        let l = Launch::from_spec("c1", Path::new("/b"), &sample()).unwrap();
+        let l = Launch::from_spec("c1", Path::new("/b"), &sample(), &EngineOptions::default()).unwrap();
         assert_eq!(l.rootfs, PathBuf::from("/b/rootfs"));
         assert!(l.readonly_rootfs);
         assert_eq!(l.entrypoint, PathBuf::from("/app.wasm"));
@@ -168,8 +201,24 @@ mod tests {
     }
 
     #[test]
+    fn memory_limit_and_time_limit_annotation_become_engine_limits() {
+        let l = Launch::from_spec("c1", Path::new("/b"), &sample(), &EngineOptions::default()).unwrap();
+        assert_eq!(l.engine.limits.max_memory_pages, Some(1024));
+        assert_eq!(l.engine.limits.time_limit, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3 days").is_err());
+    }
+
+    #[test]
     fn namespaces_keep_paths_to_join() {
-        let l = Launch::from_spec("c1", Path::new("/b"), &sample()).unwrap();
+        let l = Launch::from_spec("c1", Path::new("/b"), &sample(), &EngineOptions::default()).unwrap();
         assert!(l.new_namespace("pid"));
         assert!(!l.new_namespace("net"), "a namespace with a path is joined, not created");
     }
@@ -180,7 +229,7 @@ mod tests {
         let mut p = s.process().clone().unwrap();
         p.set_args(Some(vec!["bin/m.wasm".into()]));
         s.set_process(Some(p));
-        let l = Launch::from_spec("c1", Path::new("/b"), &s).unwrap();
+        let l = Launch::from_spec("c1", Path::new("/b"), &s, &EngineOptions::default()).unwrap();
         assert_eq!(l.entrypoint, PathBuf::from("/srv/bin/m.wasm"));
     }
 
@@ -190,7 +239,7 @@ mod tests {
         let mut p = s.process().clone().unwrap();
         p.set_args(Some(vec![]));
         s.set_process(Some(p));
-        let err = Launch::from_spec("c1", Path::new("/b"), &s).unwrap_err();
+        let err = Launch::from_spec("c1", Path::new("/b"), &s, &EngineOptions::default()).unwrap_err();
         assert!(err.to_string().contains("no entrypoint"), "{err}");
     }
 }

@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod init;
 pub mod launch;
+pub mod report;
 pub mod rootfs;
 pub mod spawn;
 pub mod stdio;

@@ -1,6 +1,7 @@
 //! Starts a container process: clone(2) into the new namespaces the spec asks for, then exec this
-//! binary as `init` with the container's stdio on fds 0-2 and its launch plan on fd 3.
-use super::{stdio::Stdio, Launch, INIT_ARG, LAUNCH_FD};
+//! binary as `init` with the container's stdio on fds 0-2, its launch plan on fd 3 and the pipe
+//! for its log lines on fd 4.
+use super::{report, stdio::Stdio, Launch, INIT_ARG};
 use anyhow::{Context, Result};
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::sched::CloneFlags;
@@ -21,6 +22,7 @@ const CLONE_NAMESPACES: &[(&str, CloneFlags)] = &[
 
 pub fn spawn(launch: &Launch, stdio: &Stdio) -> Result<Pid> {
     let plan = plan_fd(launch)?;
+    let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the log pipe")?;
     let flags = CLONE_NAMESPACES
         .iter()
         .filter(|(kind, _)| launch.new_namespace(kind))
@@ -31,7 +33,7 @@ pub fn spawn(launch: &Launch, stdio: &Stdio) -> Result<Pid> {
     // Everything the child touches is prepared here: after clone in a threaded process only
     // async-signal-safe calls are allowed until exec. Sources are first copied above fd 9 so
     // that dup2 onto 0-3 cannot clobber one another.
-    let sources = [stdio.stdin.as_fd(), stdio.stdout.as_fd(), stdio.stderr.as_fd(), plan.as_fd()];
+    let sources = [stdio.stdin.as_fd(), stdio.stdout.as_fd(), stdio.stderr.as_fd(), plan.as_fd(), log_write.as_fd()];
     let high: Vec<OwnedFd> = sources
         .iter()
         .map(|fd| fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map(|raw| unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) }))
@@ -52,7 +54,7 @@ pub fn spawn(launch: &Launch, stdio: &Stdio) -> Result<Pid> {
                     return 125;
                 }
             }
-            libc::syscall(libc::SYS_close_range, LAUNCH_FD + 1, u32::MAX, 0);
+            libc::syscall(libc::SYS_close_range, report::REPORT_FD + 1, u32::MAX, 0);
             let empty: libc::sigset_t = std::mem::zeroed();
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
@@ -61,6 +63,7 @@ pub fn spawn(launch: &Launch, stdio: &Stdio) -> Result<Pid> {
     });
     let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
         .with_context(|| format!("cloning the container process with {flags:?}"))?;
+    report::forward(launch.id.clone(), log_read.into());
     Ok(pid)
 }
 

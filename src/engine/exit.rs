@@ -11,6 +11,8 @@ impl ExitCode {
     pub const LOAD_ERROR: ExitCode = ExitCode(126);
     /// The entrypoint file does not exist or cannot be read.
     pub const NOT_FOUND: ExitCode = ExitCode(127);
+    /// The module ran past its time limit (as `timeout(1)` exits).
+    pub const TIME_LIMIT: ExitCode = ExitCode(124);
     /// The module trapped (unreachable, out-of-bounds access, stack overflow...).
     pub const TRAP: ExitCode = ExitCode(134);
 

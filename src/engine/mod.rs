@@ -1,16 +1,37 @@
-//! WasmEdge: load a WASI module, run its `_start`, and turn the outcome into an exit code.
+//! WasmEdge: load a WASI module (from the AOT cache when it can), run its `_start`, and turn
+//! the outcome into an exit code.
+pub mod aot;
 mod exit;
+mod limits;
 mod wasi;
 
 pub use exit::ExitCode;
+pub use limits::Limits;
 pub use wasi::WasiContext;
 
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use wasmedge_sdk::{
-    config::{CommonConfigOptions, ConfigBuilder},
+    config::{CommonConfigOptions, Config, ConfigBuilder, RuntimeConfigOptions},
     error::{CoreCommonError, CoreError, WasmEdgeError},
     params, vm::SyncInst, LogManager, Module, Store, Vm,
 };
+
+/// How the engine runs a container's module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineOptions {
+    /// Where compiled modules are kept; `None` runs every module in the interpreter.
+    pub aot_dir: Option<PathBuf>,
+    pub aot_max_bytes: u64,
+    pub limits: Limits,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { aot_dir: Some(aot::DEFAULT_DIR.into()), aot_max_bytes: aot::DEFAULT_MAX_BYTES, limits: Limits::default() }
+    }
+}
 
 /// Why a module did not run to its own exit; each maps to a documented exit code.
 #[derive(Debug)]
@@ -39,27 +60,69 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// Runs a WASI command module to completion in this process and returns its exit code.
-pub fn run(module: &[u8], wasi: &WasiContext) -> Result<ExitCode, Failure> {
-    // WasmEdge logs errors over several lines on the container's stderr; the caller prints one
-    // line instead. RUST_LOG=debug brings WasmEdge's own log back for debugging.
+fn load_error(e: impl std::fmt::Display) -> Failure {
+    Failure::Load(e.to_string())
+}
+
+/// A module loaded and ready to instantiate.
+pub struct Prepared {
+    module: Module,
+    config: Config,
+}
+
+/// Loads a module: from the AOT cache (compiling it on a miss), or in the interpreter when AOT
+/// is off or fails. Invalid modules fail here, before the container is set up.
+pub fn prepare(bytes: &[u8], options: &EngineOptions) -> Result<Prepared, Failure> {
+    quiet_wasmedge_log();
+    let mut runtime = RuntimeConfigOptions::default();
+    if let Some(pages) = options.limits.max_memory_pages {
+        runtime = runtime.max_memory_pages(pages);
+    }
+    let config = ConfigBuilder::new(CommonConfigOptions::default())
+        .with_runtime_config(runtime)
+        .build()
+        .map_err(load_error)?;
+    if let Some(dir) = &options.aot_dir {
+        let cache = aot::AotCache { dir: dir.clone(), max_bytes: options.aot_max_bytes };
+        match cache.get(bytes) {
+            Ok((path, outcome)) => match Module::from_file(Some(&config), &path) {
+                Ok(module) => {
+                    log::info!("aot cache {outcome:?}: {}", path.display());
+                    return Ok(Prepared { module, config });
+                }
+                Err(e) => {
+                    log::warn!("cannot load {}, running in the interpreter: {e}", path.display());
+                    let _ = std::fs::remove_file(&path);
+                }
+            },
+            // An invalid module fails to compile too: the interpreter's loader says why.
+            Err(e) => log::warn!("AOT compile failed, running in the interpreter: {e:#}"),
+        }
+    }
+    let module = Module::from_bytes(Some(&config), bytes).map_err(load_error)?;
+    Ok(Prepared { module, config })
+}
+
+/// WasmEdge logs errors over several lines on the container's stderr; the caller prints one
+/// line instead. RUST_LOG=debug brings WasmEdge's own log back for debugging.
+fn quiet_wasmedge_log() {
     if std::env::var("RUST_LOG").is_ok_and(|v| v.contains("debug")) {
         LogManager::log_debug_info();
     } else {
         LogManager::log_off();
     }
-    let config = ConfigBuilder::new(CommonConfigOptions::default())
-        .build()
-        .map_err(|e| Failure::Load(e.to_string()))?;
-    let module = Module::from_bytes(Some(&config), module).map_err(|e| Failure::Load(e.to_string()))?;
+}
 
+/// Runs a prepared WASI command module to completion in this process; returns its exit code.
+pub fn run(prepared: Prepared, wasi: &WasiContext) -> Result<ExitCode, Failure> {
+    let Prepared { module, config } = prepared;
     let mut wasi_module = wasi.create_module().map_err(|e| Failure::Load(format!("{e:#}")))?;
     let outcome = {
         let mut instances: HashMap<String, &mut dyn SyncInst> = HashMap::new();
         instances.insert(wasi_module.name().to_string(), wasi_module.as_mut());
-        let store = Store::new(Some(&config), instances).map_err(|e| Failure::Load(e.to_string()))?;
+        let store = Store::new(Some(&config), instances).map_err(load_error)?;
         let mut vm = Vm::new(store);
-        vm.register_module(None, module).map_err(|e| Failure::Load(e.to_string()))?;
+        vm.register_module(None, module).map_err(load_error)?;
         vm.run_func(None, "_start", params!())
     };
     // proc_exit ends `_start` early ("terminated", which WasmEdge may count as success); the

@@ -105,7 +105,7 @@ impl Service {
         let spec = oci_spec::runtime::Spec::load(bundle.join("config.json"))
             .map_err(|e| anyhow!("{e}"))
             .context("malformed config.json")?;
-        let launch = Launch::from_spec(&req.id, bundle, &spec)?;
+        let launch = Launch::from_spec(&req.id, bundle, &spec, &Default::default())?;
         let mounted = rootfs::mount(&req.rootfs, &launch.rootfs)?;
         let undo = |e: anyhow::Error| {
             if mounted {
