@@ -1,5 +1,6 @@
 //! The containerd side: the runtime v2 `start`/`delete` commands and the ttrpc Task service.
 mod classify;
+mod options;
 mod service;
 mod task;
 

@@ -1,5 +1,5 @@
 //! The ttrpc Task service: each RPC is a short operation on one [`Task`].
-use super::{classify::classify, task::{IoPaths, Status, Task}};
+use super::{classify::classify, options, task::{IoPaths, Status, Task}};
 use crate::container::{cgroup, rootfs, spawn::spawn, stdio::Stdio, Launch};
 use crate::image::detect::Kind;
 use anyhow::{anyhow, Context};
@@ -105,7 +105,8 @@ impl Service {
         let spec = oci_spec::runtime::Spec::load(bundle.join("config.json"))
             .map_err(|e| anyhow!("{e}"))
             .context("malformed config.json")?;
-        let launch = Launch::from_spec(&req.id, bundle, &spec, &Default::default())?;
+        let defaults = options::engine_defaults(req.options.as_ref())?;
+        let launch = Launch::from_spec(&req.id, bundle, &spec, &defaults)?;
         let mounted = rootfs::mount(&req.rootfs, &launch.rootfs)?;
         let undo = |e: anyhow::Error| {
             if mounted {
