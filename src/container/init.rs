@@ -141,9 +141,7 @@ fn confine(launch: &Launch) -> Result<()> {
     pivot_into(&launch.rootfs)?;
     std::env::set_current_dir(&launch.cwd)
         .with_context(|| format!("working directory {} does not exist", launch.cwd.display()))?;
-    // The module never needs to gain privileges; this also closes setuid paths for good.
-    nix::sys::prctl::set_no_new_privs().context("setting no_new_privs")?;
-    Ok(())
+    launch.security.apply()
 }
 
 /// Joins the namespaces the spec names by path (a pod's, for instance).
@@ -151,8 +149,7 @@ fn join_namespaces(launch: &Launch) -> Result<()> {
     for ns in &launch.namespaces {
         let Some(path) = &ns.path else { continue };
         if ns.kind == "pid" {
-            // Joining a PID namespace only applies to children; pods come with their own issue.
-            log::warn!("{}: not joining pid namespace {}", launch.id, path.display());
+            // Joining a PID namespace only applies to children: spawn cloned us into it.
             continue;
         }
         let file = File::open(path).with_context(|| format!("opening namespace {}", path.display()))?;

@@ -1,5 +1,6 @@
 //! The launch plan: everything a container's init process needs, prepared once at create time
 //! from the bundle's `config.json` and handed to the process as JSON.
+use super::security::Security;
 use crate::engine::{EngineOptions, Limits, WasiContext};
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
@@ -44,6 +45,7 @@ pub struct Launch {
     pub entrypoint: PathBuf,
     pub wasi: WasiContext,
     pub engine: EngineOptions,
+    pub security: Security,
 }
 
 /// The annotation that sets a container's wall-clock time limit (`30s`, `1500ms`, `2m`).
@@ -99,6 +101,12 @@ impl Launch {
             cgroup: linux.and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned()),
             wasi,
             engine,
+            security: Security {
+                user: process.user().clone(),
+                rlimits: process.rlimits().clone().unwrap_or_default(),
+                capabilities: process.capabilities().clone(),
+                seccomp: linux.and_then(|l| l.seccomp().clone()),
+            },
         })
     }
 

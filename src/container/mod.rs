@@ -8,6 +8,7 @@ pub mod init;
 pub mod launch;
 pub mod report;
 pub mod rootfs;
+pub mod security;
 pub mod spawn;
 pub mod stdio;
 
