@@ -5,7 +5,7 @@ NATIVE := $(shell if [ -n "$$IN_DEVROOT" ] || { pkg-config --atleast-version=0.1
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
 
-.PHONY: all build test demo devroot toolchain clean
+.PHONY: all build test demo bench devroot toolchain clean
 
 all: build
 
@@ -25,9 +25,16 @@ test: toolchain
 
 demo: toolchain build
 	test/demo.sh
+
+# Not part of `make test`: about 5 minutes on 2 cores. BENCH_* variables are passed on (bench/bench.py).
+bench: toolchain build
+	bench/run.sh
 else
 build test demo: devroot toolchain
 	devroot/enter.sh $(MAKE) $@
+
+bench: devroot toolchain
+	devroot/enter.sh env $(foreach v,$(filter BENCH_%,$(.VARIABLES)),'$(v)=$($(v))') $(MAKE) $@
 endif
 
 clean:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: run the images/hello module through containerd and the WasmEdge shim. It uses a
-# private containerd in a temp dir, so no system containerd is needed or touched. Expects
-# `cargo build --release --bins` to have run; `make demo` does that and enters the dev root.
+# private containerd in a temp dir (test/lib/containerd.sh), so no system containerd is needed or
+# touched. Expects `cargo build --release --bins` to have run; `make demo` does that and enters the
+# dev root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -17,70 +18,23 @@ done
 # containerd looks up containerd-shim-wasmedge-v1 (for io.containerd.wasmedge.v1) on its PATH.
 export PATH="$repo/target/release:$PATH"
 
+. test/lib/containerd.sh
 work=$(mktemp -d /tmp/wasmedge-demo.XXXXXX)
-sock=$work/containerd.sock
-containerd_pid=
-ctr() { timeout 60 ctr -a "$sock" -n demo "$@"; }
 
 cleanup() {
   local status=$?
   set +e
   if [ -n "$containerd_pid" ]; then
     step "Stopping containerd"
-    for id in $(ctr task ls -q 2>/dev/null); do ctr task delete -f "$id" >/dev/null 2>&1; done
-    for id in $(ctr container ls -q 2>/dev/null); do ctr container delete "$id" >/dev/null 2>&1; done
-    kill "$containerd_pid" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$containerd_pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$containerd_pid" 2>/dev/null
-    wait "$containerd_pid" 2>/dev/null
-    # Shims outlive containerd by design; ours are the ones given our socket.
-    for cmdline in /proc/[0-9]*/cmdline; do
-      if tr '\0' ' ' <"$cmdline" 2>/dev/null | grep -qF -- "$sock"; then
-        pid=${cmdline#/proc/}; kill -KILL "${pid%/cmdline}" 2>/dev/null
-      fi
-    done
-    if [ "$status" -ne 0 ]; then
-      echo "--- containerd log after boot (tail) ---"
-      sed -n '/successfully booted/,$p' "$work/containerd.log" | tail -n 30
-    fi
+    containerd_stop "$status"
   fi
-  # Unmount anything left under the work dir (deepest first) so it can be removed.
-  awk -v w="$work/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l
-  rm -rf "$work"
+  workdir_remove "$work"
   exit "$status"
 }
 trap cleanup EXIT
 
 step "Starting a private containerd in $work"
-mkdir -p "$work/root" "$work/state"
-# As devroot/containerd.toml, plus CRI and NRI off: the demo needs neither.
-cat >"$work/config.toml" <<EOF
-version = 3
-root = "$work/root"
-state = "$work/state"
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.erofs",
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.nri.v1.nri",
-]
-
-[grpc]
-  address = "$sock"
-
-[ttrpc]
-  address = "$sock.ttrpc"
-EOF
-containerd --config "$work/config.toml" >"$work/containerd.log" 2>&1 </dev/null &
-containerd_pid=$!
-for _ in $(seq 150); do
-  ctr --connect-timeout 1s version >/dev/null 2>&1 && break
-  kill -0 "$containerd_pid" 2>/dev/null || { echo "containerd exited" >&2; exit 1; }
-  sleep 0.2
-done
-ctr version >/dev/null
+containerd_start "$work" demo
 
 step "Building images/hello for wasm32-wasip1"
 (cd images/hello && cargo build --release --target wasm32-wasip1 --target-dir target)

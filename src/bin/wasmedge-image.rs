@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use containerd_shim_wasmedge::image::writer::{self, Format, ImageSpec, LayerFile};
+use containerd_shim_wasmedge::image::writer::{self, ArtifactSpec, Format, ImageSpec, LayerFile};
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +60,11 @@ struct PackArgs {
     /// Argument passed to the module (the image's Cmd); repeat for several.
     #[arg(long = "arg", value_name = "X", allow_hyphen_values = true)]
     args: Vec<String>,
+    /// Write the CNCF wasm artifact layout instead: the module alone as an application/wasm
+    /// layer. It has no files, env, workdir or args; run it with its path as the command
+    /// (`ctr run ... IMAGE ID /app.wasm`), where the shim puts the module.
+    #[arg(long, conflicts_with_all = ["files", "env", "workdir", "args"])]
+    artifact: bool,
 }
 
 fn main() -> Result<()> {
@@ -101,6 +106,18 @@ fn pack(a: PackArgs) -> Result<()> {
             _ => bail!("--annotation {kv:?} is not K=V"),
         };
     }
+    if a.artifact {
+        let spec = ArtifactSpec {
+            reference: a.tag,
+            module: files.swap_remove(0).data, // the module alone: clap keeps --file out
+            annotations,
+            created: None,
+        };
+        let image = writer::build_artifact(&spec)?;
+        image.save(a.format, &a.out)?;
+        println!("{} {}", image.reference, image.manifest.digest);
+        return Ok(());
+    }
     let spec = ImageSpec {
         reference: a.tag,
         files,
@@ -110,6 +127,7 @@ fn pack(a: PackArgs) -> Result<()> {
         working_dir: a.workdir,
         annotations,
         created: None,
+        base_layers: Vec::new(),
     };
     let image = writer::build(&spec)?;
     image.save(a.format, &a.out)?;

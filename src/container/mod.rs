@@ -4,8 +4,10 @@
 //! namespaces that re-executes this binary as `init`; [`init`] reads the launch plan, joins the
 //! cgroup, mounts, pivots into the rootfs and hands the module to the engine.
 pub mod cgroup;
+pub mod exec;
 pub mod init;
 pub mod launch;
+pub mod linux;
 pub mod report;
 pub mod rootfs;
 pub mod security;
@@ -14,7 +16,10 @@ pub mod stdio;
 
 pub use launch::Launch;
 
-/// The first argument that turns the shim binary into a container's init process.
+/// The binary that runs containers, installed next to the shim.
+pub const RUNNER_BIN: &str = "containerd-wasmedge-init";
+
+/// The first argument that makes the runner a container's init process.
 pub const INIT_ARG: &str = "init";
 
 /// The file descriptor on which the init process finds its launch plan.

@@ -1,13 +1,14 @@
 //! Starts a container process: clone(2) into the new namespaces the spec asks for, then exec this
 //! binary as `init` with the container's stdio on fds 0-2, its launch plan on fd 3 and the pipe
 //! for its log lines on fd 4.
-use super::{report, stdio::Stdio, Launch, INIT_ARG};
+use super::{report, stdio::Stdio, Launch, INIT_ARG, RUNNER_BIN};
 use anyhow::{Context, Result};
 use nix::fcntl::{fcntl, FcntlArg};
-use nix::sched::CloneFlags;
+use nix::sched::{setns, CloneFlags};
 use nix::unistd::Pid;
 use std::ffi::CString;
 use std::io::{Seek, Write};
+use std::path::Path;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// Namespaces created by clone. The cgroup namespace is made by init after it joins its cgroup,
@@ -22,13 +23,22 @@ const CLONE_NAMESPACES: &[(&str, CloneFlags)] = &[
 
 pub fn spawn(launch: &Launch, stdio: &Stdio) -> Result<Pid> {
     let plan = plan_fd(launch)?;
-    let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the log pipe")?;
     let flags = CLONE_NAMESPACES
         .iter()
         .filter(|(kind, _)| launch.new_namespace(kind))
         .fold(CloneFlags::empty(), |acc, (_, f)| acc | *f)
         // The process always gets its own mount namespace: it pivots into the rootfs.
         | CloneFlags::CLONE_NEWNS;
+    // A PID namespace given by path (a pod's shared one) is entered at clone time.
+    let pid_ns = launch.namespaces.iter().find(|ns| ns.kind == "pid").and_then(|ns| ns.path.as_deref());
+    clone_self(INIT_ARG, &launch.id, plan, stdio, flags, pid_ns)
+}
+
+/// Clones a process that re-executes this binary as `arg` with `stdio` on fds 0-2, `plan` on
+/// fd 3 and a log pipe to the shim on fd 4. With `pid_ns`, the process is born in that PID
+/// namespace: a thread of the shim enters it for its children only, clones, and ends.
+pub(crate) fn clone_self(arg: &str, id: &str, plan: OwnedFd, stdio: &Stdio, flags: CloneFlags, pid_ns: Option<&Path>) -> Result<Pid> {
+    let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the log pipe")?;
 
     // Everything the child touches is prepared here: after clone in a threaded process only
     // async-signal-safe calls are allowed until exec. Sources are first copied above fd 9 so
@@ -40,38 +50,60 @@ pub fn spawn(launch: &Launch, stdio: &Stdio) -> Result<Pid> {
         .collect::<nix::Result<_>>()
         .context("duplicating stdio")?;
     let high_raw: Vec<i32> = high.iter().map(|fd| fd.as_raw_fd()).collect();
-    let exe = CString::new("/proc/self/exe")?;
-    let argv = [CString::new("containerd-shim-wasmedge-v1")?, CString::new(INIT_ARG)?];
-    let argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+    let exe = CString::new(runner()?.into_os_string().into_encoded_bytes())?;
+    let argv = [CString::new(RUNNER_BIN)?, CString::new(arg)?];
     let env: Vec<CString> = std::env::var("RUST_LOG").ok().map(|v| CString::new(format!("RUST_LOG={v}"))).into_iter().collect::<Result<_, _>>()?;
-    let env_ptrs: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
 
-    let mut stack = vec![0u8; 64 * 1024];
-    let child = Box::new(|| -> isize {
-        unsafe {
-            for (target, &src) in high_raw.iter().enumerate() {
-                if libc::dup2(src, target as i32) < 0 {
-                    return 125;
+    let clone = || -> Result<Pid> {
+        let argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+        let env_ptrs: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
+        let mut stack = vec![0u8; 64 * 1024];
+        let child = Box::new(|| -> isize {
+            unsafe {
+                for (target, &src) in high_raw.iter().enumerate() {
+                    if libc::dup2(src, target as i32) < 0 {
+                        return 125;
+                    }
                 }
+                libc::syscall(libc::SYS_close_range, report::REPORT_FD + 1, u32::MAX, 0);
+                let empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
+                125
             }
-            libc::syscall(libc::SYS_close_range, report::REPORT_FD + 1, u32::MAX, 0);
-            let empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
-            125
+        });
+        unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
+            .with_context(|| format!("cloning the container process with {flags:?}"))
+    };
+    let pid = match pid_ns {
+        None => clone()?,
+        Some(path) => {
+            let ns = std::fs::File::open(path).with_context(|| format!("opening pid namespace {}", path.display()))?;
+            // The namespace for children is per thread: this thread's change ends with it.
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    setns(&ns, CloneFlags::CLONE_NEWPID).with_context(|| format!("entering pid namespace {}", path.display()))?;
+                    clone()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the thread entering {} panicked", path.display())))
+            })?
         }
-    });
-    let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
-        .with_context(|| format!("cloning the container process with {flags:?}"))?;
-    report::forward(launch.id.clone(), log_read.into());
+    };
+    report::forward(id.to_string(), log_read.into());
     Ok(pid)
 }
 
+/// The runner binary sits next to the shim's own.
+fn runner() -> Result<std::path::PathBuf> {
+    Ok(std::env::current_exe().context("locating the shim binary")?.with_file_name(RUNNER_BIN))
+}
+
 /// The launch plan in an anonymous memory file: no size limit, and nothing to clean up.
-fn plan_fd(launch: &Launch) -> Result<OwnedFd> {
+pub(crate) fn plan_fd(plan: &impl serde::Serialize) -> Result<OwnedFd> {
     let fd = nix::sys::memfd::memfd_create(c"launch", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).context("memfd_create")?;
     let mut file = std::fs::File::from(fd);
-    serde_json::to_writer(&mut file, launch)?;
+    serde_json::to_writer(&mut file, plan)?;
     file.flush()?;
     file.rewind()?;
     Ok(file.into())

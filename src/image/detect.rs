@@ -16,6 +16,14 @@ pub const WASM_LAYER_TYPES: &[&str] = &[
 pub struct ImageFacts {
     pub architecture: String,
     pub layer_media_types: Vec<String>,
+    /// Digest of the first layer with a wasm media type: such a layer is the module itself, not a
+    /// tar, so containerd does not unpack it and the shim reads it from the content store.
+    pub wasm_layer: Option<String>,
+}
+
+/// Whether a layer of this media type is a wasm module (rather than a filesystem tar).
+pub fn is_wasm_layer(media_type: &str) -> bool {
+    WASM_LAYER_TYPES.contains(&media_type)
 }
 
 /// What is known of a container when it is created.
@@ -51,7 +59,7 @@ pub fn classify(e: &Evidence) -> Kind {
         if image.architecture == "wasm" {
             return Kind::Wasm("the image's architecture is wasm");
         }
-        if image.layer_media_types.iter().any(|t| WASM_LAYER_TYPES.contains(&t.as_str())) {
+        if image.layer_media_types.iter().any(|t| is_wasm_layer(t)) {
             return Kind::Wasm("the image has a wasm layer");
         }
     }
@@ -94,12 +102,13 @@ mod tests {
         let arch = ImageFacts { architecture: "wasm".into(), ..Default::default() };
         assert!(matches!(classify(&Evidence { image: Some(&arch), ..Default::default() }), Kind::Wasm(_)));
         for t in WASM_LAYER_TYPES {
-            let layer = ImageFacts { architecture: "amd64".into(), layer_media_types: vec![t.to_string()] };
+            let layer = ImageFacts { architecture: "amd64".into(), layer_media_types: vec![t.to_string()], ..Default::default() };
             assert!(matches!(classify(&Evidence { image: Some(&layer), ..Default::default() }), Kind::Wasm(_)), "{t}");
         }
         let linux = ImageFacts {
             architecture: "amd64".into(),
             layer_media_types: vec!["application/vnd.oci.image.layer.v1.tar+gzip".into()],
+            ..Default::default()
         };
         assert_eq!(classify(&Evidence { image: Some(&linux), ..Default::default() }), Kind::Linux);
     }

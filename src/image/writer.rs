@@ -1,5 +1,7 @@
-//! Writes single-layer `wasi/wasm` OCI images: an OCI layout directory, an OCI-layout tarball
-//! (what `ctr image import` reads) or a docker-archive tarball (what `docker load` reads).
+//! Writes `wasi/wasm` OCI images: an OCI layout directory, an OCI-layout tarball (what `ctr
+//! image import` reads) or a docker-archive tarball (what `docker load` reads). An image has one
+//! layer of its own files, optionally on top of shared base layers (an interpreter, say) that
+//! are built once with [`Layer::from_files`] and reused by every image that needs them.
 //!
 //! Output is deterministic: tar entries are sorted and carry mtime 0 and uid/gid 0, and JSON
 //! objects are written with sorted keys, so the same input always gives the same digests.
@@ -27,6 +29,10 @@ pub const VARIANT_ANNOTATION: &str = "module.wasm.image/variant";
 pub const VARIANT_COMPAT_SMART: &str = "compat-smart";
 /// Index annotation containerd uses as the full image name on import.
 pub const IMAGE_NAME_ANNOTATION: &str = "io.containerd.image.name";
+/// Config media type of the CNCF "Wasm OCI Artifact" layout.
+pub const WASM_ARTIFACT_CONFIG: &str = "application/vnd.wasm.config.v0+json";
+/// Layer media type of that layout: the module itself, not a tar.
+pub const WASM_MODULE_LAYER: &str = "application/wasm";
 
 /// A regular file to put into the image's layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +59,28 @@ pub struct ImageSpec {
     pub annotations: BTreeMap<String, String>,
     /// RFC 3339 creation time; left out by default so builds are reproducible.
     pub created: Option<String>,
+    /// Layers under the one `files` make, bottom first: content shared between images, such as
+    /// a language runtime. Empty for a one-layer image.
+    pub base_layers: Vec<Layer>,
+}
+
+/// A layer ready to go into images: the gzip'ed tar and the digest of the tar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layer {
+    pub blob: Blob,
+    /// `sha256:` of the uncompressed tar, as listed in the config's rootfs.
+    pub diff_id: String,
+}
+
+impl Layer {
+    /// The layer of `files` plus their parent directories (deterministic, like every layer here).
+    pub fn from_files(files: &[LayerFile]) -> Result<Layer> {
+        let tar = layer_tar(files)?;
+        Ok(Layer {
+            diff_id: sha256_digest(&tar).to_string(),
+            blob: Blob::new(MediaType::ImageLayerGzip, gzip(&tar)?),
+        })
+    }
 }
 
 /// One content-addressed blob.
@@ -93,12 +121,15 @@ pub struct Image {
     /// Normalized reference, e.g. `docker.io/library/hello:latest`.
     pub reference: String,
     pub config: Blob,
-    /// The gzip'ed tar layer.
+    /// The gzip'ed tar layer of the spec's files (the top layer).
     pub layer: Blob,
     pub manifest: Blob,
-    /// `sha256:` of the uncompressed layer tar, as listed in the config's rootfs.
+    /// `sha256:` of the uncompressed layer tar, as listed in the config's rootfs (of an
+    /// artifact: the module's digest).
     pub diff_id: String,
     pub index: ImageIndex,
+    /// The spec's base layers, under `layer`.
+    pub base_layers: Vec<Layer>,
 }
 
 /// Output formats of [`Image::save`].
@@ -151,6 +182,8 @@ pub fn build(spec: &ImageSpec) -> Result<Image> {
         run = run.working_dir(dir.clone());
     }
     let mut history = HistoryBuilder::default().created_by("wasmedge-image pack");
+    let mut diff_ids: Vec<String> = spec.base_layers.iter().map(|l| l.diff_id.clone()).collect();
+    diff_ids.push(diff_id.clone());
     let mut config = ImageConfigurationBuilder::default()
         .architecture(Arch::Wasm)
         .os(Os::Other("wasi".into()))
@@ -158,14 +191,19 @@ pub fn build(spec: &ImageSpec) -> Result<Image> {
         .rootfs(
             RootFsBuilder::default()
                 .typ("layers")
-                .diff_ids(vec![diff_id.clone()])
+                .diff_ids(diff_ids)
                 .build()?,
         );
+    let mut base_history = HistoryBuilder::default().created_by("wasmedge-image base layer");
     if let Some(created) = &spec.created {
         config = config.created(created.clone());
         history = history.created(created.clone());
+        base_history = base_history.created(created.clone());
     }
-    let config = config.history(vec![history.build()?]).build()?;
+    // One history entry per layer, as Docker expects.
+    let mut histories = vec![base_history.build()?; spec.base_layers.len()];
+    histories.push(history.build()?);
+    let config = config.history(histories).build()?;
     let config = Blob::new(MediaType::ImageConfig, canonical_json(&config)?);
 
     let mut annotations =
@@ -175,7 +213,13 @@ pub fn build(spec: &ImageSpec) -> Result<Image> {
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(config.descriptor())
-        .layers(vec![layer.descriptor()])
+        .layers(
+            spec.base_layers
+                .iter()
+                .map(|l| l.blob.descriptor())
+                .chain([layer.descriptor()])
+                .collect::<Vec<_>>(),
+        )
         .annotations(
             annotations
                 .into_iter()
@@ -184,13 +228,28 @@ pub fn build(spec: &ImageSpec) -> Result<Image> {
         .build()?;
     let manifest = Blob::new(MediaType::ImageManifest, canonical_json(&manifest)?);
 
+    let index = name_index(&reference, &manifest)?;
+
+    Ok(Image {
+        reference,
+        config,
+        layer,
+        manifest,
+        diff_id,
+        index,
+        base_layers: spec.base_layers.clone(),
+    })
+}
+
+/// The index naming `manifest` as image `reference`, platform `wasi/wasm`.
+fn name_index(reference: &str, manifest: &Blob) -> Result<ImageIndex> {
     // ref.name carries the tag (OCI convention); containerd prefers the full name.
     let names = [
         (
             ANNOTATION_REF_NAME.to_string(),
             tag_of(&reference).to_string(),
         ),
-        (IMAGE_NAME_ANNOTATION.to_string(), reference.clone()),
+        (IMAGE_NAME_ANNOTATION.to_string(), reference.to_string()),
     ];
     let platform = PlatformBuilder::default()
         .architecture(Arch::Wasm)
@@ -211,20 +270,94 @@ pub fn build(spec: &ImageSpec) -> Result<Image> {
             )
             .build()?])
         .build()?;
+    Ok(index)
+}
 
+/// What goes into a CNCF wasm artifact (see [`build_artifact`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArtifactSpec {
+    /// Image reference, e.g. `docker.io/library/hello:latest` or just `hello`.
+    pub reference: String,
+    pub module: Vec<u8>,
+    /// Manifest annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// RFC 3339 creation time; left out by default so builds are reproducible.
+    pub created: Option<String>,
+}
+
+/// The config of the CNCF wasm artifact layout.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ArtifactConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<&'a str>,
+    architecture: &'a str,
+    os: &'a str,
+    layer_digests: [String; 1],
+}
+
+/// Builds the CNCF TAG Runtime "Wasm OCI Artifact" layout: a config of media type
+/// [`WASM_ARTIFACT_CONFIG`] (architecture `wasm`, os `wasip1`) and the module as the single layer,
+/// of media type [`WASM_MODULE_LAYER`]. The index names it with platform `wasi/wasm` like any
+/// image here. It has no files, environment or entrypoint: containerd does not unpack such a layer,
+/// and the shim writes the module at the path the container runs (its first argument).
+pub fn build_artifact(spec: &ArtifactSpec) -> Result<Image> {
+    let reference = normalize_reference(&spec.reference)?;
+    ensure!(
+        spec.module.starts_with(b"\0asm"),
+        "the module is not WebAssembly (no \\0asm magic)"
+    );
+    let layer = Blob::new(MediaType::Other(WASM_MODULE_LAYER.into()), spec.module.clone());
+    let config = ArtifactConfig {
+        created: spec.created.as_deref(),
+        architecture: "wasm",
+        os: "wasip1",
+        layer_digests: [layer.digest.to_string()],
+    };
+    let config = Blob::new(
+        MediaType::Other(WASM_ARTIFACT_CONFIG.into()),
+        canonical_json(&config)?,
+    );
+    let mut manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config.descriptor())
+        .layers(vec![layer.descriptor()]);
+    if !spec.annotations.is_empty() {
+        manifest = manifest.annotations(
+            spec.annotations
+                .clone()
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
+    }
+    let manifest = Blob::new(MediaType::ImageManifest, canonical_json(&manifest.build()?)?);
+    let index = name_index(&reference, &manifest)?;
     Ok(Image {
         reference,
+        diff_id: layer.digest.to_string(),
         config,
         layer,
         manifest,
-        diff_id,
         index,
+        base_layers: Vec::new(),
     })
 }
 
 impl Image {
-    pub fn blobs(&self) -> [&Blob; 3] {
-        [&self.config, &self.layer, &self.manifest]
+    /// Config, layers (bottom first) and manifest.
+    pub fn blobs(&self) -> Vec<&Blob> {
+        let mut blobs = vec![&self.config];
+        blobs.extend(self.layers());
+        blobs.push(&self.manifest);
+        blobs
+    }
+
+    /// The layers, bottom first: the base layers, then the layer of the spec's files.
+    pub fn layers(&self) -> Vec<&Blob> {
+        let mut layers: Vec<&Blob> = self.base_layers.iter().map(|l| &l.blob).collect();
+        layers.push(&self.layer);
+        layers
     }
 
     pub fn index_json(&self) -> Result<Vec<u8>> {
@@ -238,12 +371,12 @@ impl Image {
         struct Entry<'a> {
             config: String,
             repo_tags: [&'a str; 1],
-            layers: [String; 1],
+            layers: Vec<String>,
         }
         let entry = Entry {
             config: self.config.path(),
             repo_tags: [&self.reference],
-            layers: [self.layer.path()],
+            layers: self.layers().iter().map(|l| l.path()).collect(),
         };
         Ok(serde_json::to_vec(&[entry])?)
     }
@@ -261,6 +394,10 @@ impl Image {
             ("index.json".to_string(), Cow::Owned(self.index_json()?)),
         ]);
         if docker {
+            ensure!(
+                self.layer.media_type != MediaType::Other(WASM_MODULE_LAYER.into()),
+                "a wasm artifact has no docker-archive form (docker load wants tar layers)"
+            );
             files.insert(
                 "manifest.json".into(),
                 Cow::Owned(self.docker_manifest_json()?),
@@ -482,6 +619,7 @@ mod tests {
             working_dir: Some("/".into()),
             annotations: BTreeMap::from([("org.example/a".into(), "b".into())]),
             created: None,
+            base_layers: Vec::new(),
         }
     }
 
@@ -718,6 +856,54 @@ mod tests {
     }
 
     #[test]
+    fn artifact_is_the_cncf_wasm_layout() {
+        let spec = ArtifactSpec {
+            reference: "hello-artifact".into(),
+            module: WASM.to_vec(),
+            ..Default::default()
+        };
+        let image = build_artifact(&spec).unwrap();
+        assert_eq!(image.reference, "docker.io/library/hello-artifact:latest");
+        assert_eq!(image.layer.data, WASM);
+        let manifest: serde_json::Value = serde_json::from_slice(&image.manifest.data).unwrap();
+        assert_eq!(manifest["config"]["mediaType"], WASM_ARTIFACT_CONFIG);
+        assert_eq!(
+            manifest["layers"],
+            serde_json::json!([{"mediaType": "application/wasm",
+                "digest": image.layer.digest.to_string(), "size": WASM.len()}])
+        );
+        assert!(manifest.get("annotations").is_none());
+        let config: serde_json::Value = serde_json::from_slice(&image.config.data).unwrap();
+        assert_eq!(
+            config,
+            serde_json::json!({"architecture": "wasm", "os": "wasip1",
+                "layerDigests": [image.layer.digest.to_string()]})
+        );
+        let index: serde_json::Value =
+            serde_json::from_slice(&image.index_json().unwrap()).unwrap();
+        assert_eq!(
+            index["manifests"][0]["platform"],
+            serde_json::json!({"architecture": "wasm", "os": "wasi"})
+        );
+        assert_eq!(
+            index["manifests"][0]["digest"],
+            image.manifest.digest.to_string()
+        );
+        // The layout holds every blob, the docker-archive form does not exist.
+        let oci = list_tar(&image.write_oci_archive(Vec::new()).unwrap());
+        for blob in image.blobs() {
+            assert!(oci.iter().any(|e| e.0 == blob.path()), "{}", blob.path());
+        }
+        assert!(image.write_docker_archive(Vec::new()).is_err());
+        assert_eq!(build_artifact(&spec).unwrap(), image);
+        let not_wasm = ArtifactSpec {
+            module: b"#!/bin/sh".to_vec(),
+            ..spec
+        };
+        assert!(build_artifact(&not_wasm).is_err());
+    }
+
+    #[test]
     fn annotations_override_the_default_variant() {
         let mut s = spec();
         s.annotations
@@ -727,5 +913,51 @@ mod tests {
             manifest.annotations().as_ref().unwrap()[VARIANT_ANNOTATION],
             "compat"
         );
+    }
+
+    #[test]
+    fn base_layers_go_under_the_files_layer() {
+        let runtime = Layer::from_files(&[LayerFile {
+            path: "/js/runtime.wasm".into(),
+            data: WASM.to_vec(),
+            mode: 0o755,
+        }])
+        .unwrap();
+        let mut s = spec();
+        s.base_layers = vec![runtime.clone()];
+        let image = build(&s).unwrap();
+        assert_eq!(image.layers(), vec![&runtime.blob, &image.layer]);
+        assert_eq!(image.blobs().len(), 4);
+
+        let manifest = ImageManifest::from_reader(&image.manifest.data[..]).unwrap();
+        assert_eq!(
+            manifest.layers(),
+            &vec![runtime.blob.descriptor(), image.layer.descriptor()]
+        );
+        let json: serde_json::Value = serde_json::from_slice(&image.config.data).unwrap();
+        assert_eq!(
+            json["rootfs"]["diff_ids"],
+            serde_json::json!([runtime.diff_id, image.diff_id])
+        );
+        assert_eq!(json["history"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            runtime.diff_id,
+            sha256_digest(&gunzip(&runtime.blob.data)).to_string()
+        );
+
+        let docker = list_tar(&image.write_docker_archive(Vec::new()).unwrap());
+        let (_, _, _, data) = docker.iter().find(|e| e.0 == "manifest.json").unwrap();
+        let entries: serde_json::Value = serde_json::from_slice(data).unwrap();
+        assert_eq!(
+            entries[0]["Layers"],
+            serde_json::json!([runtime.blob.path(), image.layer.path()])
+        );
+        for blob in image.blobs() {
+            assert!(docker.iter().any(|e| e.0 == blob.path()), "{}", blob.path());
+        }
+        // A shared layer is the same blob in every image.
+        let mut other = s.clone();
+        other.files.truncate(1);
+        assert_eq!(build(&other).unwrap().base_layers[0], runtime);
     }
 }

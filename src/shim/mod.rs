@@ -23,6 +23,8 @@ pub fn run() {
 
 struct Shim {
     namespace: String,
+    /// containerd's gRPC address.
+    address: String,
     exit: Arc<ExitSignal>,
 }
 
@@ -30,7 +32,7 @@ impl containerd_shim::Shim for Shim {
     type T = Service;
 
     fn new(_runtime_id: &str, flags: &Flags, _config: &mut Config) -> Self {
-        Shim { namespace: flags.namespace.clone(), exit: Arc::new(ExitSignal::default()) }
+        Shim { namespace: flags.namespace.clone(), address: flags.address.clone(), exit: Arc::new(ExitSignal::default()) }
     }
 
     /// containerd runs `start` in the bundle directory; a pod's containers share the pod's shim.
@@ -59,7 +61,7 @@ impl containerd_shim::Shim for Shim {
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Service {
-        Service::new(&self.namespace, publisher, self.exit.clone())
+        Service::new(&self.namespace, &self.address, publisher, self.exit.clone())
     }
 }
 

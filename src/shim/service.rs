@@ -1,13 +1,20 @@
-//! The ttrpc Task service: each RPC is a short operation on one [`Task`].
-use super::{classify::classify, options, task::{IoPaths, Status, Task}};
-use crate::container::{cgroup, rootfs, spawn::spawn, stdio::Stdio, Launch};
+//! The ttrpc Task service: each RPC is a short operation on one [`Task`] and one of its
+//! processes (the init, or an exec named by `exec_id`). A shim serves every container of a pod:
+//! wasm containers run as the shim's own container processes, Linux ones (the pause container,
+//! sidecars) through runc.
+use super::{
+    classify::{classify, Containerd},
+    options,
+    task::{Exec, IoPaths, Process, Runtime, Status, Task},
+};
+use crate::container::{cgroup, exec::ExecPlan, linux::Runc, rootfs, spawn::spawn, stdio::Stdio, Launch};
 use crate::image::detect::Kind;
 use anyhow::{anyhow, Context};
 use containerd_shim::{
     api,
     monitor::{Subject, Topic},
     protos::{
-        events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart},
+        events::task::{TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart},
         protobuf::MessageDyn,
         topics,
         ttrpc::{self, Code},
@@ -18,63 +25,155 @@ use containerd_shim::{
 };
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-type Tasks = Arc<Mutex<HashMap<String, Arc<Task>>>>;
+/// How long an exit nobody claimed is kept: a process can exit before the shim has recorded its
+/// pid (a short exec, a container killed right after runc created it).
+const UNCLAIMED_EXIT_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct Registry {
+    tasks: HashMap<String, Arc<Task>>,
+    unclaimed: Vec<(i32, u32, Instant)>,
+}
+
+impl Registry {
+    /// The live process with this pid: (its task, its exec id or `None` for the init).
+    fn find(&self, pid: i32) -> Option<(Arc<Task>, Option<String>)> {
+        let live = |p: &Process| {
+            let state = p.state();
+            state.pid == Some(pid) && state.exit.is_none()
+        };
+        self.tasks.values().find_map(|task| {
+            if live(&task.init) {
+                return Some((task.clone(), None));
+            }
+            let execs = task.execs.lock().unwrap();
+            execs.values().find(|e| live(&e.process)).map(|e| (task.clone(), Some(e.id.clone())))
+        })
+    }
+
+    /// Takes the exit of `pid` if one arrived since `since`, before the pid was recorded.
+    fn claim(&mut self, pid: i32, since: Instant) -> Option<u32> {
+        let at = self.unclaimed.iter().position(|(p, _, t)| *p == pid && *t >= since)?;
+        Some(self.unclaimed.remove(at).1)
+    }
+}
 
 #[derive(Clone)]
 pub struct Service {
     namespace: String,
+    /// containerd's gRPC address (the shim's `-address`), to look images up.
+    address: String,
     publisher: Arc<RemotePublisher>,
     exit: Arc<ExitSignal>,
-    tasks: Tasks,
+    registry: Arc<Mutex<Registry>>,
 }
 
 fn rpc_error(code: Code, msg: impl std::fmt::Display) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.to_string()))
 }
 
+fn internal(e: anyhow::Error) -> ttrpc::Error {
+    rpc_error(Code::INTERNAL, format!("{e:#}"))
+}
+
 impl Service {
-    pub fn new(namespace: &str, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Service {
+    pub fn new(namespace: &str, address: &str, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Service {
         let service = Service {
             namespace: namespace.to_string(),
+            address: address.to_string(),
             publisher: Arc::new(publisher),
             exit,
-            tasks: Arc::default(),
+            registry: Arc::default(),
         };
         let reaper = service.clone();
         std::thread::spawn(move || reaper.handle_exits());
         service
     }
 
-    /// The containerd-shim crate reaps every child; its exits arrive here. Start holds the task
-    /// lock from spawn until TaskStart is published, so no TaskExit can come before TaskStart.
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap()
+    }
+
+    /// The containerd-shim crate reaps every child (and every orphan: the shim is a subreaper,
+    /// so runc's containers end up here too); their exits arrive here.
     fn handle_exits(&self) {
         let exits = containerd_shim::monitor::monitor_subscribe(Topic::All).expect("subscribing to exits");
         for event in exits.rx.iter() {
             let Subject::Pid(pid) = event.subject else { continue };
-            let task = {
-                let tasks = self.tasks.lock().unwrap();
-                tasks.values().find(|t| t.state().pid == Some(pid)).cloned()
-            };
-            if let Some(task) = task {
-                self.exited(&task, pid, event.exit_code as u32);
+            let status = event.exit_code as u32;
+            let mut registry = self.registry();
+            match registry.find(pid) {
+                Some((task, exec_id)) => {
+                    drop(registry);
+                    self.exited(&task, exec_id.as_deref(), pid, status);
+                }
+                None => {
+                    registry.unclaimed.retain(|(_, _, at)| at.elapsed() < UNCLAIMED_EXIT_TTL);
+                    registry.unclaimed.push((pid, status, Instant::now()));
+                }
             }
         }
     }
 
-    fn exited(&self, task: &Task, pid: i32, status: u32) {
+    /// Records an exit and publishes TaskExit, unless the process is between its start and its
+    /// TaskStart: then the exit waits in `held` for [`Self::release`].
+    fn exited(&self, task: &Task, exec_id: Option<&str>, pid: i32, status: u32) {
+        let process = match exec_id {
+            None => &task.init,
+            Some(id) => match task.exec(id) {
+                Some(exec) => return self.exited_process(task, Some(id), &exec.process, pid, status),
+                None => return,
+            },
+        };
+        self.exited_process(task, None, process, pid, status)
+    }
+
+    fn exited_process(&self, task: &Task, exec_id: Option<&str>, process: &Process, pid: i32, status: u32) {
+        {
+            let mut state = process.state();
+            if state.hold_exit {
+                state.held = Some(status);
+                return;
+            }
+        }
         let at = timestamp().unwrap_or_default();
-        if task.set_exit(status, at.clone()) {
-            log::info!("{}: exited with status {status}", task.id);
+        if process.set_exit(status, at.clone()) {
+            let name = exec_id.map_or(task.id.clone(), |e| format!("{}/{e}", task.id));
+            log::info!("{name}: exited with status {status}");
             self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(TaskExit {
                 container_id: task.id.clone(),
-                id: task.id.clone(),
+                id: exec_id.unwrap_or(&task.id).to_string(),
                 pid: pid as u32,
                 exit_status: status,
                 exited_at: Some(at).into(),
                 ..Default::default()
             }));
+        }
+    }
+
+    /// Ends the hold on a process's exit (its start event is out) and delivers a held exit.
+    fn release(&self, task: &Task, exec_id: Option<&str>, process: &Process) {
+        let (pid, held) = {
+            let mut state = process.state();
+            state.hold_exit = false;
+            (state.pid.unwrap_or(0), state.held.take())
+        };
+        if let Some(status) = held {
+            self.exited_process(task, exec_id, process, pid, status);
+        }
+    }
+
+    /// Records the pid of a process that just started, with the exit it may already have had.
+    fn record_pid(&self, process: &Process, pid: i32, since: Instant) {
+        let mut registry = self.registry();
+        let early = registry.claim(pid, since);
+        let mut state = process.state();
+        state.pid = Some(pid);
+        if early.is_some() {
+            state.held = early;
         }
     }
 
@@ -85,28 +184,25 @@ impl Service {
     }
 
     fn task(&self, id: &str) -> TtrpcResult<Arc<Task>> {
-        self.tasks.lock().unwrap().get(id).cloned().ok_or_else(|| rpc_error(Code::NOT_FOUND, format!("container {id} not found")))
+        self.registry().tasks.get(id).cloned().ok_or_else(|| rpc_error(Code::NOT_FOUND, format!("container {id} not found")))
     }
 
-    /// The exec processes of the Task API are not supported yet; say so plainly.
-    fn no_exec(exec_id: &str) -> TtrpcResult<()> {
-        if exec_id.is_empty() {
-            Ok(())
-        } else {
-            Err(rpc_error(Code::UNIMPLEMENTED, "exec is not supported by the wasmedge shim yet"))
-        }
+    fn exec_of(task: &Task, exec_id: &str) -> TtrpcResult<Arc<Exec>> {
+        task.exec(exec_id).ok_or_else(|| rpc_error(Code::NOT_FOUND, format!("exec {exec_id} of container {} not found", task.id)))
     }
 
+    /// Mounts the rootfs, classifies the container and prepares what runs it: for wasm its
+    /// cgroup and stdio (the process starts at Task.Start), for Linux `runc create`.
     fn prepare(&self, req: &api::CreateTaskRequest) -> anyhow::Result<Task> {
-        if req.terminal {
-            return Err(anyhow!("a terminal (-t) is not supported for wasm containers"));
-        }
         let bundle = Path::new(&req.bundle);
         let spec = oci_spec::runtime::Spec::load(bundle.join("config.json"))
             .map_err(|e| anyhow!("{e}"))
             .context("malformed config.json")?;
         let defaults = options::engine_defaults(req.options.as_ref())?;
         let launch = Launch::from_spec(&req.id, bundle, &spec, &defaults)?;
+        if req.terminal {
+            return Err(anyhow!("a terminal (-t) is not supported by the wasmedge shim"));
+        }
         let mounted = rootfs::mount(&req.rootfs, &launch.rootfs)?;
         let undo = |e: anyhow::Error| {
             if mounted {
@@ -114,87 +210,204 @@ impl Service {
             }
             e
         };
-        match classify(&spec, &launch) {
-            Kind::Wasm(why) => log::info!("{}: wasm container: {why}", req.id),
+        let io = IoPaths { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal };
+        let stdio = Stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(undo)?;
+        match classify(&spec, &launch, &Containerd { address: &self.address, namespace: &self.namespace }) {
+            Kind::Wasm(why) => {
+                log::info!("{}: wasm container: {why}", req.id);
+                if let Some(path) = &launch.cgroup {
+                    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+                    cgroup::create(path, resources).map_err(undo)?;
+                }
+                let init = Process::new(io, Some(stdio));
+                Ok(Task::new(&req.id, bundle, launch, Runtime::Wasm, init, mounted))
+            }
             Kind::Linux => {
-                return Err(undo(anyhow!(
-                    "container {} is not a wasm container: {} is not a WebAssembly module and no wasm annotation is set \
-                     (Linux containers are not supported by this shim yet)",
-                    req.id,
-                    launch.entrypoint.display()
-                )))
+                log::info!("{}: Linux container ({} is not wasm): running it with runc", req.id, launch.entrypoint.display());
+                let runc = Runc::new(&req.id, bundle, launch.cgroup.as_deref());
+                let since = Instant::now();
+                let pid = runc.create(&stdio).map_err(|e| {
+                    let _ = runc.delete();
+                    undo(e)
+                })?;
+                drop(stdio); // runc's container holds it now
+                let init = Process::new(io, None);
+                {
+                    let mut state = init.state();
+                    state.hold_exit = true; // until TaskCreate is out
+                }
+                self.record_pid(&init, pid, since);
+                Ok(Task::new(&req.id, bundle, launch, Runtime::Linux(runc), init, mounted))
             }
         }
-        if let Some(path) = &launch.cgroup {
-            let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-            cgroup::create(path, resources).map_err(undo)?;
+    }
+
+    fn start_init(&self, task: &Arc<Task>) -> TtrpcResult<i32> {
+        {
+            let mut state = task.init.state();
+            if state.status() != Status::Created || state.hold_exit {
+                return Err(rpc_error(Code::FAILED_PRECONDITION, format!("container {} was already started", task.id)));
+            }
+            state.hold_exit = true;
         }
-        let stdio = Stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(undo)?;
-        let io = IoPaths { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone() };
-        Ok(Task::new(&req.id, bundle, launch, io, stdio, mounted))
+        let started = match &task.runtime {
+            Runtime::Wasm => {
+                let stdio = task.init.stdio.lock().unwrap().take().context("stdio of a created task").map_err(internal)?;
+                let since = Instant::now();
+                spawn(&task.launch, &stdio).map(|pid| self.record_pid(&task.init, pid.as_raw(), since))
+            }
+            Runtime::Linux(runc) => runc.start(),
+        };
+        let pid = {
+            let mut state = task.init.state();
+            if let Err(e) = started {
+                state.hold_exit = false;
+                return Err(internal(e));
+            }
+            state.started = true;
+            state.pid.unwrap_or(0)
+        };
+        log::info!("{}: started as pid {pid}", task.id);
+        self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(TaskStart { container_id: task.id.clone(), pid: pid as u32, ..Default::default() }));
+        self.release(task, None, &task.init);
+        Ok(pid)
+    }
+
+    fn start_exec(&self, task: &Arc<Task>, exec: &Arc<Exec>) -> TtrpcResult<i32> {
+        let init_pid = task
+            .init
+            .running_pid()
+            .ok_or_else(|| rpc_error(Code::FAILED_PRECONDITION, format!("container {} is not running", task.id)))?;
+        {
+            let mut state = exec.process.state();
+            if state.status() != Status::Created || state.hold_exit {
+                return Err(rpc_error(Code::FAILED_PRECONDITION, format!("exec {} was already started", exec.id)));
+            }
+            state.hold_exit = true;
+        }
+        let stdio = exec.process.stdio.lock().unwrap().take().context("stdio of a created exec").map_err(internal)?;
+        let since = Instant::now();
+        let spawned = match &task.runtime {
+            Runtime::Wasm => serde_json::from_slice::<oci_spec::runtime::Process>(&exec.spec)
+                .context("malformed exec process")
+                .and_then(|process| ExecPlan::new(&task.launch, &exec.id, init_pid, &process))
+                .and_then(|plan| crate::container::exec::spawn(&plan, &stdio))
+                .map(|pid| pid.as_raw()),
+            Runtime::Linux(runc) => runc.exec(&exec.id, &exec.spec, &stdio),
+        };
+        drop(stdio);
+        let pid = match spawned {
+            Ok(pid) => pid,
+            Err(e) => {
+                exec.process.state().hold_exit = false;
+                return Err(internal(e));
+            }
+        };
+        self.record_pid(&exec.process, pid, since);
+        exec.process.state().started = true;
+        log::info!("{}/{}: exec started as pid {pid}", task.id, exec.id);
+        self.publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(TaskExecStarted {
+            container_id: task.id.clone(),
+            exec_id: exec.id.clone(),
+            pid: pid as u32,
+            ..Default::default()
+        }));
+        self.release(task, Some(&exec.id), &exec.process);
+        Ok(pid)
+    }
+
+    /// Sends `signal` to a process; one that never started ends as if the signal killed it.
+    fn signal(&self, task: &Task, exec_id: Option<&str>, process: &Process, signal: u32, all: bool) -> TtrpcResult<()> {
+        let sig = nix::sys::signal::Signal::try_from(signal as i32)
+            .map_err(|_| rpc_error(Code::INVALID_ARGUMENT, format!("invalid signal {signal}")))?;
+        let (status, pid) = {
+            let state = process.state();
+            (state.status(), state.pid)
+        };
+        match (status, pid, &task.runtime) {
+            (Status::Stopped, _, _) => Err(rpc_error(Code::NOT_FOUND, format!("container {}: process already finished", task.id))),
+            (_, Some(_), Runtime::Linux(runc)) if exec_id.is_none() && all => runc.kill(signal, true).map_err(internal),
+            (_, Some(pid), _) => {
+                if all && exec_id.is_none() {
+                    for exec in task.execs.lock().unwrap().values() {
+                        if let Some(pid) = exec.process.running_pid() {
+                            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+                        }
+                    }
+                }
+                match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
+                    Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+                    Err(e) => Err(rpc_error(Code::INTERNAL, format!("signalling {}: {e}", task.id))),
+                }
+            }
+            (_, None, _) => {
+                self.exited_process(task, exec_id, process, 0, 128 + signal);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn status_of(status: Status) -> api::Status {
+    match status {
+        Status::Created => api::Status::CREATED,
+        Status::Running => api::Status::RUNNING,
+        Status::Stopped => api::Status::STOPPED,
     }
 }
 
 impl containerd_shim::Task for Service {
     fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> TtrpcResult<api::CreateTaskResponse> {
-        if self.tasks.lock().unwrap().contains_key(&req.id) {
+        if self.registry().tasks.contains_key(&req.id) {
             return Err(rpc_error(Code::ALREADY_EXISTS, format!("container {} already exists", req.id)));
         }
-        let task = self.prepare(&req).map_err(|e| {
+        let task = Arc::new(self.prepare(&req).map_err(|e| {
             log::error!("{}: create failed: {e:#}", req.id);
             rpc_error(Code::FAILED_PRECONDITION, format!("{e:#}"))
-        })?;
-        self.tasks.lock().unwrap().insert(req.id.clone(), Arc::new(task));
+        })?);
+        self.registry().tasks.insert(req.id.clone(), task.clone());
+        let pid = task.init.state().pid.unwrap_or(0) as u32;
         self.publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(TaskCreate {
             container_id: req.id.clone(),
             bundle: req.bundle.clone(),
             rootfs: req.rootfs.clone(),
             io: Some(TaskIO { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal, ..Default::default() }).into(),
+            pid,
             ..Default::default()
         }));
-        Ok(api::CreateTaskResponse::default())
+        if task.is_linux() {
+            self.release(&task, None, &task.init);
+        }
+        Ok(api::CreateTaskResponse { pid, ..Default::default() })
     }
 
     fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
-        Self::no_exec(&req.exec_id)?;
-        let tasks = self.tasks.lock().unwrap();
-        let task = tasks.get(&req.id).ok_or_else(|| rpc_error(Code::NOT_FOUND, format!("container {} not found", req.id)))?;
-        if task.state().status() != Status::Created {
-            return Err(rpc_error(Code::FAILED_PRECONDITION, format!("container {} was already started", req.id)));
-        }
-        let stdio = task.stdio.lock().unwrap().take().expect("stdio of a created task");
-        let pid = spawn(&task.launch, &stdio).map_err(|e| {
-            log::error!("{}: start failed: {e:#}", req.id);
-            rpc_error(Code::INTERNAL, format!("{e:#}"))
-        })?;
-        drop(stdio);
-        task.state().pid = Some(pid.as_raw());
-        log::info!("{}: started as pid {pid}", req.id);
-        self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(TaskStart {
-            container_id: req.id.clone(),
-            pid: pid.as_raw() as u32,
-            ..Default::default()
-        }));
-        Ok(api::StartResponse { pid: pid.as_raw() as u32, ..Default::default() })
+        let task = self.task(&req.id)?;
+        let result = if req.exec_id.is_empty() {
+            self.start_init(&task)
+        } else {
+            let exec = Self::exec_of(&task, &req.exec_id)?;
+            self.start_exec(&task, &exec)
+        };
+        let pid = result.inspect_err(|e| log::error!("{}: start {} failed: {e:?}", req.id, req.exec_id))?;
+        Ok(api::StartResponse { pid: pid as u32, ..Default::default() })
     }
 
     fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
-        Self::no_exec(&req.exec_id)?;
         let task = self.task(&req.id)?;
-        let state = task.state();
-        let status = match state.status() {
-            Status::Created => api::Status::CREATED,
-            Status::Running => api::Status::RUNNING,
-            Status::Stopped => api::Status::STOPPED,
-        };
+        let exec = if req.exec_id.is_empty() { None } else { Some(Self::exec_of(&task, &req.exec_id)?) };
+        let process = exec.as_ref().map_or(&task.init, |e| &e.process);
+        let state = process.state();
         Ok(api::StateResponse {
-            id: task.id.clone(),
+            id: if req.exec_id.is_empty() { task.id.clone() } else { req.exec_id.clone() },
+            exec_id: req.exec_id.clone(),
             bundle: task.bundle.to_string_lossy().into_owned(),
             pid: state.pid.unwrap_or(0) as u32,
-            status: status.into(),
-            stdin: task.io.stdin.clone(),
-            stdout: task.io.stdout.clone(),
-            stderr: task.io.stderr.clone(),
+            status: status_of(state.status()).into(),
+            stdin: process.io.stdin.clone(),
+            stdout: process.io.stdout.clone(),
+            stderr: process.io.stderr.clone(),
+            terminal: process.io.terminal,
             exit_status: state.exit.as_ref().map_or(0, |e| e.status),
             exited_at: state.exit.as_ref().map(|e| e.at.clone()).into(),
             ..Default::default()
@@ -202,44 +415,82 @@ impl containerd_shim::Task for Service {
     }
 
     fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
-        Self::no_exec(&req.exec_id)?;
-        let exit = self.task(&req.id)?.wait();
+        let task = self.task(&req.id)?;
+        let exit = if req.exec_id.is_empty() { task.init.wait() } else { Self::exec_of(&task, &req.exec_id)?.process.wait() };
         Ok(api::WaitResponse { exit_status: exit.status, exited_at: Some(exit.at).into(), ..Default::default() })
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
-        Self::no_exec(&req.exec_id)?;
         let task = self.task(&req.id)?;
-        let state = task.state();
-        match (state.status(), state.pid) {
-            (Status::Running, Some(pid)) => {
-                drop(state);
-                let signal = nix::sys::signal::Signal::try_from(req.signal as i32)
-                    .map_err(|_| rpc_error(Code::INVALID_ARGUMENT, format!("invalid signal {}", req.signal)))?;
-                match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
-                    Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(api::Empty::default()),
-                    Err(e) => Err(rpc_error(Code::INTERNAL, format!("signalling {}: {e}", req.id))),
-                }
-            }
-            // Nothing runs yet: the task ends as if the signal had killed it.
-            (Status::Created, _) => {
-                drop(state);
-                self.exited(&task, 0, 128 + req.signal);
-                Ok(api::Empty::default())
-            }
-            _ => Err(rpc_error(Code::NOT_FOUND, format!("container {}: process already finished", req.id))),
+        if req.exec_id.is_empty() {
+            self.signal(&task, None, &task.init, req.signal, req.all)?;
+        } else {
+            let exec = Self::exec_of(&task, &req.exec_id)?;
+            self.signal(&task, Some(&exec.id), &exec.process, req.signal, false)?;
         }
+        Ok(api::Empty::default())
+    }
+
+    fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
+        let task = self.task(&req.id)?;
+        if req.terminal {
+            return Err(rpc_error(Code::INVALID_ARGUMENT, "a terminal (-t) is not supported by the wasmedge shim"));
+        }
+        if task.init.running_pid().is_none() {
+            return Err(rpc_error(Code::FAILED_PRECONDITION, format!("container {} is not running", req.id)));
+        }
+        let spec = req.spec.as_ref().map(|any| any.value.clone()).unwrap_or_default();
+        serde_json::from_slice::<oci_spec::runtime::Process>(&spec)
+            .map_err(|e| rpc_error(Code::INVALID_ARGUMENT, format!("malformed exec process: {e}")))?;
+        let mut execs = task.execs.lock().unwrap();
+        if execs.contains_key(&req.exec_id) {
+            return Err(rpc_error(Code::ALREADY_EXISTS, format!("exec {} of container {} already exists", req.exec_id, req.id)));
+        }
+        let stdio = Stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(internal)?;
+        let io = IoPaths { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal };
+        let exec = Exec { id: req.exec_id.clone(), process: Process::new(io, Some(stdio)), spec };
+        execs.insert(req.exec_id.clone(), Arc::new(exec));
+        drop(execs);
+        self.publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(TaskExecAdded {
+            container_id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        }));
+        Ok(api::Empty::default())
+    }
+
+    /// No process of this shim has a terminal.
+    fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<api::Empty> {
+        self.task(&req.id)?;
+        Ok(api::Empty::default())
+    }
+
+    /// The process holds its own end of stdin; containerd closing its end is the EOF.
+    fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
+        self.task(&req.id)?;
+        Ok(api::Empty::default())
     }
 
     fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> TtrpcResult<api::DeleteResponse> {
-        Self::no_exec(&req.exec_id)?;
         let task = self.task(&req.id)?;
-        if task.state().status() == Status::Running {
+        if !req.exec_id.is_empty() {
+            let exec = Self::exec_of(&task, &req.exec_id)?;
+            let state = exec.process.state();
+            if state.status() == Status::Running {
+                return Err(rpc_error(Code::FAILED_PRECONDITION, format!("exec {} is still running", req.exec_id)));
+            }
+            let (status, at) = state.exit.as_ref().map_or((0, timestamp().unwrap_or_default()), |e| (e.status, e.at.clone()));
+            let pid = state.pid.unwrap_or(0) as u32;
+            drop(state);
+            task.execs.lock().unwrap().remove(&req.exec_id);
+            return Ok(api::DeleteResponse { pid, exit_status: status, exited_at: Some(at).into(), ..Default::default() });
+        }
+        if task.init.state().status() == Status::Running {
             return Err(rpc_error(Code::FAILED_PRECONDITION, format!("container {} is still running", req.id)));
         }
         task.cleanup();
-        self.tasks.lock().unwrap().remove(&req.id);
-        let state = task.state();
+        self.registry().tasks.remove(&req.id);
+        let state = task.init.state();
         let (status, at) = state.exit.as_ref().map_or((0, timestamp().unwrap_or_default()), |e| (e.status, e.at.clone()));
         let pid = state.pid.unwrap_or(0) as u32;
         self.publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(TaskDelete {
@@ -255,17 +506,23 @@ impl containerd_shim::Task for Service {
 
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
         let task = self.task(&req.id)?;
-        let processes = task
-            .running_pid()
-            .map(|pid| containerd_shim::protos::api::ProcessInfo { pid: pid as u32, ..Default::default() })
+        let mut pids: Vec<i32> = match &task.runtime {
+            Runtime::Linux(runc) if task.init.running_pid().is_some() => runc.ps().map_err(internal)?,
+            _ => task.init.running_pid().into_iter().collect(),
+        };
+        for exec in task.execs.lock().unwrap().values() {
+            pids.extend(exec.process.running_pid().filter(|p| !pids.contains(p)));
+        }
+        let processes = pids
             .into_iter()
+            .map(|pid| containerd_shim::protos::api::ProcessInfo { pid: pid as u32, ..Default::default() })
             .collect();
         Ok(api::PidsResponse { processes, ..Default::default() })
     }
 
     fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
         let task = self.task(&req.id)?;
-        let pid = task.running_pid().ok_or_else(|| rpc_error(Code::FAILED_PRECONDITION, format!("container {} is not running", req.id)))?;
+        let pid = task.init.running_pid().ok_or_else(|| rpc_error(Code::FAILED_PRECONDITION, format!("container {} is not running", req.id)))?;
         let cg = containerd_shim::cgroup::get_cgroup(pid as u32).map_err(|e| rpc_error(Code::INTERNAL, e))?;
         let stats = if cg.v2() {
             convert_to_any(Box::new(containerd_shim::cgroup::collect_metrics_v2(&cg).map_err(|e| rpc_error(Code::INTERNAL, e))?))
@@ -276,7 +533,7 @@ impl containerd_shim::Task for Service {
     }
 
     fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> TtrpcResult<api::ConnectResponse> {
-        let task_pid = self.tasks.lock().unwrap().get(&req.id).and_then(|t| t.state().pid).unwrap_or(0);
+        let task_pid = self.registry().tasks.get(&req.id).and_then(|t| t.init.state().pid).unwrap_or(0);
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
             task_pid: task_pid as u32,
@@ -285,8 +542,9 @@ impl containerd_shim::Task for Service {
         })
     }
 
+    /// A pod's shim serves all its containers: it exits once the last one is deleted.
     fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
-        if self.tasks.lock().unwrap().is_empty() {
+        if self.registry().tasks.is_empty() {
             self.exit.signal();
         }
         Ok(api::Empty::default())

@@ -1,8 +1,11 @@
-//! One container as the shim tracks it: created, running, stopped.
-use crate::container::{cgroup, rootfs, stdio::Stdio, Launch};
+//! One container as the shim tracks it: its init process (a wasm module run by the shim's own
+//! container process, or a Linux program run by runc) and its exec processes, each created,
+//! running or stopped.
+use crate::container::{cgroup, linux::Runc, rootfs, stdio::Stdio, Launch};
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exit {
@@ -13,7 +16,12 @@ pub struct Exit {
 #[derive(Debug, Default)]
 pub struct State {
     pub pid: Option<i32>,
+    pub started: bool,
     pub exit: Option<Exit>,
+    /// While set, an exit of this process is kept in `held` instead of being published: a
+    /// TaskExit must not overtake the TaskCreate/TaskStart of its process.
+    pub hold_exit: bool,
+    pub held: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,10 +33,10 @@ pub enum Status {
 
 impl State {
     pub fn status(&self) -> Status {
-        match (self.pid, &self.exit) {
+        match (self.started, &self.exit) {
             (_, Some(_)) => Status::Stopped,
-            (Some(_), None) => Status::Running,
-            (None, None) => Status::Created,
+            (true, None) => Status::Running,
+            (false, None) => Status::Created,
         }
     }
 }
@@ -39,33 +47,21 @@ pub struct IoPaths {
     pub stdin: String,
     pub stdout: String,
     pub stderr: String,
+    pub terminal: bool,
 }
 
-pub struct Task {
-    pub id: String,
-    pub bundle: PathBuf,
-    pub launch: Launch,
+/// One process of a task: its init or one exec.
+pub struct Process {
     pub io: IoPaths,
-    /// Opened at create, handed to the process at start.
+    /// Opened at create (or exec), handed to the process at start.
     pub stdio: Mutex<Option<Stdio>>,
-    /// Whether the shim mounted the rootfs (and must unmount it).
-    pub mounted_rootfs: bool,
     state: Mutex<State>,
     exited: Condvar,
 }
 
-impl Task {
-    pub fn new(id: &str, bundle: &Path, launch: Launch, io: IoPaths, stdio: Stdio, mounted_rootfs: bool) -> Task {
-        Task {
-            id: id.to_string(),
-            bundle: bundle.to_path_buf(),
-            launch,
-            io,
-            stdio: Mutex::new(Some(stdio)),
-            mounted_rootfs,
-            state: Mutex::new(State::default()),
-            exited: Condvar::new(),
-        }
+impl Process {
+    pub fn new(io: IoPaths, stdio: Option<Stdio>) -> Process {
+        Process { io, stdio: Mutex::new(stdio), state: Mutex::new(State::default()), exited: Condvar::new() }
     }
 
     pub fn state(&self) -> MutexGuard<'_, State> {
@@ -77,7 +73,7 @@ impl Task {
         state.pid.filter(|_| state.status() == Status::Running)
     }
 
-    /// Records the exit once; returns false when the task had already exited.
+    /// Records the exit once; returns false when the process had already exited.
     pub fn set_exit(&self, status: u32, at: Timestamp) -> bool {
         let mut state = self.state();
         if state.exit.is_some() {
@@ -97,12 +93,71 @@ impl Task {
             state = self.exited.wait(state).unwrap();
         }
     }
+}
 
-    /// Undoes create: the cgroup and the rootfs mount. Errors are logged: delete must go on.
+/// Who runs a task's processes.
+pub enum Runtime {
+    /// The shim itself: a container process per module (see [`crate::container::spawn`]).
+    Wasm,
+    /// runc, for the Linux containers of a pod (pause, sidecars).
+    Linux(Runc),
+}
+
+/// A process started in a running container by `Task.Exec`.
+pub struct Exec {
+    pub id: String,
+    pub process: Process,
+    /// The OCI process, as containerd sent it (JSON).
+    pub spec: Vec<u8>,
+}
+
+pub struct Task {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub launch: Launch,
+    pub runtime: Runtime,
+    pub init: Process,
+    pub execs: Mutex<HashMap<String, Arc<Exec>>>,
+    /// Whether the shim mounted the rootfs (and must unmount it).
+    pub mounted_rootfs: bool,
+}
+
+impl Task {
+    pub fn new(id: &str, bundle: &Path, launch: Launch, runtime: Runtime, init: Process, mounted_rootfs: bool) -> Task {
+        Task {
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            launch,
+            runtime,
+            init,
+            execs: Mutex::default(),
+            mounted_rootfs,
+        }
+    }
+
+    pub fn is_linux(&self) -> bool {
+        matches!(self.runtime, Runtime::Linux(_))
+    }
+
+    pub fn exec(&self, exec_id: &str) -> Option<Arc<Exec>> {
+        self.execs.lock().unwrap().get(exec_id).cloned()
+    }
+
+    /// Undoes create: runc's container or the cgroup, and the rootfs mount. Errors are logged:
+    /// delete must go on.
     pub fn cleanup(&self) {
-        if let Some(path) = &self.launch.cgroup {
-            if let Err(e) = cgroup::remove(path) {
-                log::warn!("{}: {e:#}", self.id);
+        match &self.runtime {
+            Runtime::Linux(runc) => {
+                if let Err(e) = runc.delete() {
+                    log::warn!("{}: {e:#}", self.id);
+                }
+            }
+            Runtime::Wasm => {
+                if let Some(path) = &self.launch.cgroup {
+                    if let Err(e) = cgroup::remove(path) {
+                        log::warn!("{}: {e:#}", self.id);
+                    }
+                }
             }
         }
         if self.mounted_rootfs {
@@ -116,8 +171,13 @@ impl Task {
 /// Cleanup for a bundle whose shim is gone (the `delete` command): best effort, from disk.
 pub fn cleanup_bundle(bundle: &Path) {
     let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else { return };
-    if let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()) {
-        let _ = cgroup::remove(&path.to_string_lossy());
+    let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned());
+    let id = bundle.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let runc = Runc::new(&id, bundle, cgroups_path.as_deref());
+    if runc.root.exists() {
+        let _ = runc.delete_unsupervised();
+    } else if let Some(path) = &cgroups_path {
+        let _ = cgroup::remove(path);
     }
     let _ = rootfs::unmount(&bundle.join("rootfs"));
 }

@@ -1,0 +1,223 @@
+//! An exec process in a running wasm container (`ctr task exec`, `docker exec`, CRI ExecSync):
+//! another module, or the same one with other arguments, run inside the container.
+//!
+//! The shim clones the process straight into the container's PID namespace (see
+//! [`super::spawn::clone_self`]); the process re-executes this binary as `exec`, reads its plan
+//! from fd 3, reads and loads the module through the container's root, joins the container's
+//! cgroup and its other namespaces (`/proc/PID/ns/*`), takes the container's root
+//! (`/proc/PID/root`) as its own, and runs the module with its own argv, environment, stdio and
+//! exit code.
+use super::{cgroup, launch::MountKind, report, spawn, stdio::Stdio, Launch, LAUNCH_FD};
+use crate::engine::{self, EngineOptions, ExitCode, Failure, WasiContext};
+use anyhow::{bail, Context, Result};
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sched::{setns, CloneFlags};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+
+/// The first argument that turns the shim binary into an exec process.
+pub const EXEC_ARG: &str = "exec";
+
+/// Namespaces an exec process joins besides the PID namespace (entered at clone) and the
+/// mount namespace (entered last, see [`enter`]).
+const JOINED: &[(&str, CloneFlags)] = &[
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+];
+
+/// Everything an exec process needs, made by the shim from the exec's OCI process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecPlan {
+    /// `container/exec-id`, for log lines.
+    pub name: String,
+    /// The container's init: its namespaces, root and cgroup are the exec's.
+    pub pid: i32,
+    pub cgroup: Option<String>,
+    pub cwd: PathBuf,
+    /// The module's path inside the container.
+    pub entrypoint: PathBuf,
+    pub wasi: WasiContext,
+    pub engine: EngineOptions,
+}
+
+impl ExecPlan {
+    /// The exec's args, env and cwd come from its OCI process; what the module may open (the
+    /// root and the container's bind mounts) and the engine's limits from the container.
+    pub fn new(launch: &Launch, exec_id: &str, pid: i32, process: &oci_spec::runtime::Process) -> Result<ExecPlan> {
+        let args = process.args().clone().unwrap_or_default();
+        let Some(entry) = args.first() else { bail!("the exec process has no args: no module to run") };
+        let cwd = process.cwd().clone();
+        let cwd = if cwd.as_os_str().is_empty() { PathBuf::from("/") } else { cwd };
+        let binds = launch.mounts.iter().filter_map(|m| match m.kind {
+            MountKind::Bind { readonly, .. } => Some((m.destination.to_str().unwrap_or_default(), readonly)),
+            MountKind::Tmpfs { .. } => None,
+        });
+        let env = process.env().clone().unwrap_or_default();
+        Ok(ExecPlan {
+            name: format!("{}/{exec_id}", launch.id),
+            pid,
+            cgroup: launch.cgroup.clone(),
+            entrypoint: cwd.join(entry),
+            wasi: WasiContext::from_process(&args, &env, &cwd.to_string_lossy(), binds),
+            cwd,
+            engine: launch.engine.clone(),
+        })
+    }
+}
+
+/// Starts the exec process; it is a child of the shim, born in the container's PID namespace.
+pub fn spawn(plan: &ExecPlan, stdio: &Stdio) -> Result<Pid> {
+    let fd = spawn::plan_fd(plan)?;
+    let pid_ns = PathBuf::from(format!("/proc/{}/ns/pid", plan.pid));
+    spawn::clone_self(EXEC_ARG, &plan.name, fd, stdio, CloneFlags::empty(), Some(&pid_ns))
+}
+
+enum ExecError {
+    Setup(anyhow::Error),
+    NotFound(PathBuf),
+    Unreadable(PathBuf, std::io::Error),
+    Module(Failure),
+}
+
+impl ExecError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            ExecError::Setup(_) => ExitCode::SETUP_ERROR,
+            ExecError::NotFound(_) => ExitCode::NOT_FOUND,
+            ExecError::Unreadable(..) => ExitCode::LOAD_ERROR,
+            ExecError::Module(f) => f.exit_code(),
+        }
+    }
+}
+
+impl std::fmt::Display for ExecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExecError::Setup(e) => write!(f, "exec setup failed: {e:#}"),
+            ExecError::NotFound(p) => write!(f, "entrypoint {} not found in the container", p.display()),
+            ExecError::Unreadable(p, e) => write!(f, "cannot read entrypoint {}: {e}", p.display()),
+            ExecError::Module(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The exec process's main: never returns, exits like a container process (same exit codes,
+/// one line of reason on its stderr).
+pub fn main() -> ! {
+    report::log_to_shim(unsafe { File::from_raw_fd(report::REPORT_FD) });
+    let code = match run() {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "wasmedge: {}", e.to_string().replace('\n', " "));
+            e.exit_code()
+        }
+    };
+    std::process::exit(code.0)
+}
+
+fn run() -> Result<ExitCode, ExecError> {
+    let plan: ExecPlan = serde_json::from_reader(unsafe { File::from_raw_fd(LAUNCH_FD) })
+        .context("reading the exec plan")
+        .map_err(ExecError::Setup)?;
+    let proc_dir = PathBuf::from(format!("/proc/{}", plan.pid));
+    let setup = |e: anyhow::Error| ExecError::Setup(e.context(format!("entering container process {}", plan.pid)));
+    // Everything of the container is opened first: /proc is the host's only until we move.
+    let root = File::open(proc_dir.join("root")).context("opening its root").map_err(setup)?;
+    let namespaces = JOINED
+        .iter()
+        .map(|(kind, flag)| Ok((*kind, *flag, File::open(proc_dir.join("ns").join(kind)).with_context(|| format!("opening its {kind} namespace"))?)))
+        .collect::<Result<Vec<_>>>()
+        .map_err(setup)?;
+    let mnt = File::open(proc_dir.join("ns/mnt")).context("opening its mount namespace").map_err(setup)?;
+
+    // Loaded (and AOT-compiled) outside the cgroup, as init does: compiling must not count
+    // against the container's memory limit.
+    let module = read_module(&root, &plan.entrypoint)?;
+    let prepared = engine::prepare(&module, &plan.engine).map_err(ExecError::Module)?;
+    drop(module);
+
+    if let Some(path) = &plan.cgroup {
+        cgroup::join(path).map_err(setup)?;
+    }
+    for (kind, flag, ns) in namespaces {
+        setns(ns, flag).with_context(|| format!("joining its {kind} namespace")).map_err(setup)?;
+    }
+    enter(&root, mnt).map_err(setup)?;
+    std::env::set_current_dir(&plan.cwd)
+        .with_context(|| format!("working directory {} does not exist", plan.cwd.display()))
+        .map_err(ExecError::Setup)?;
+    nix::sys::prctl::set_no_new_privs().context("setting no_new_privs").map_err(ExecError::Setup)?;
+    engine::run(prepared, &plan.wasi).map_err(ExecError::Module)
+}
+
+/// Takes the container's root (with the container's mounts on it) as this process's root. The
+/// process enters the container's mount namespace too, unless the engine already started
+/// threads, which setns(CLONE_NEWNS) refuses: the root alone gives the same view of files.
+fn enter(root: &File, mnt: File) -> Result<()> {
+    if let Err(e) = setns(mnt, CloneFlags::CLONE_NEWNS) {
+        log::debug!("staying in the shim's mount namespace: {e}");
+    }
+    nix::unistd::fchdir(root).context("entering its root")?;
+    nix::unistd::chroot(".").context("chroot into its root")?;
+    std::env::set_current_dir("/").context("chdir /")?;
+    Ok(())
+}
+
+/// Reads the module through the container's root: symlinks resolve inside it.
+fn read_module(root: &File, path: &Path) -> Result<Vec<u8>, ExecError> {
+    let how = OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    let read = openat2(root, path.strip_prefix("/").unwrap_or(path), how).map_err(std::io::Error::from).and_then(|fd| {
+        let mut bytes = Vec::new();
+        File::from(fd).read_to_end(&mut bytes).map(|_| bytes)
+    });
+    read.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ExecError::NotFound(path.to_path_buf()),
+        _ => ExecError::Unreadable(path.to_path_buf(), e),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(json: serde_json::Value) -> oci_spec::runtime::Process {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn launch() -> Launch {
+        let spec: oci_spec::runtime::Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["/app.wasm"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "root": {"path": "rootfs"},
+            "mounts": [{"destination": "/data", "type": "bind", "source": "/host", "options": ["rbind", "ro"]}],
+            "linux": {"cgroupsPath": "/test/c1"}
+        }))
+        .unwrap();
+        Launch::from_spec("c1", Path::new("/b"), &spec, &EngineOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn plan_takes_the_exec_process_and_the_containers_mounts() {
+        let p = process(serde_json::json!({"args": ["bin/m.wasm", "x"], "env": ["A=1"], "cwd": "/srv", "user": {"uid": 0, "gid": 0}}));
+        let plan = ExecPlan::new(&launch(), "e1", 42, &p).unwrap();
+        assert_eq!(plan.name, "c1/e1");
+        assert_eq!(plan.entrypoint, PathBuf::from("/srv/bin/m.wasm"));
+        assert_eq!(plan.wasi.args, vec!["bin/m.wasm", "x"]);
+        assert!(plan.wasi.env.contains(&"A=1".to_string()));
+        assert_eq!(plan.wasi.preopens.len(), 2, "the root and the container's bind mount");
+        assert!(plan.wasi.preopens[1].readonly);
+        assert_eq!(plan.cgroup.as_deref(), Some("/test/c1"));
+    }
+
+    #[test]
+    fn exec_without_args_is_refused() {
+        let p = process(serde_json::json!({"args": [], "cwd": "/", "user": {"uid": 0, "gid": 0}}));
+        assert!(ExecPlan::new(&launch(), "e1", 42, &p).is_err());
+    }
+}
