@@ -26,7 +26,7 @@ test: toolchain
 demo: toolchain build
 	test/demo.sh
 
-# Not part of `make test`: about 5 minutes on 2 cores. BENCH_* variables are passed on (bench/bench.py).
+# Not part of `make test`: about 3 minutes on 2 cores. BENCH_* variables are passed on (bench/bench.py).
 bench: toolchain build
 	bench/run.sh
 else

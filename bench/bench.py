@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -84,32 +85,43 @@ class Ctr:
         self.base = ["ctr", "-a", address, "-n", namespace]
         self.address = address
         self.ids = itertools.count(1)
-
-    def new_id(self, prefix: str) -> str:
-        return f"{prefix}-{next(self.ids)}"
+        self.failures = []  # runs that failed and were retried: a benchmark should not hide them
 
     def __call__(self, *args, timeout=120, check=True) -> subprocess.CompletedProcess:
         done = subprocess.run(self.base + list(args), capture_output=True, text=True, timeout=timeout)
         if check and done.returncode != 0:
-            raise RuntimeError(f"ctr {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+            raise RuntimeError(f"ctr {' '.join(args[:2])} failed ({done.returncode}): {done.stderr.strip()}")
         return done
 
-    def run_rm(self, rt: Runtime, cid: str, args=None, image=None, timeout=120):
-        """`ctr run --rm`; returns (wall seconds, start time, completed process)."""
-        start = time.time()
-        t0 = time.perf_counter()
-        done = self("run", "--rm", *rt.run_args(image), cid, *(rt.hello if args is None else args),
-                    timeout=timeout, check=False)
-        elapsed = time.perf_counter() - t0
-        if done.returncode != 0:
-            raise RuntimeError(f"{rt.label}: ctr run {cid} exited {done.returncode}: {done.stderr.strip()}")
-        return elapsed, start, done
+    def attempt(self, rt: Runtime, prefix: str, action, tries: int = 3):
+        """action(container id) with a fresh id; a failure is recorded and retried, twice at most."""
+        for _ in range(tries):
+            cid = f"{prefix}-{next(self.ids)}"
+            try:
+                return cid, action(cid)
+            except RuntimeError as e:
+                self.failures.append({"runtime": rt.label, "id": cid, "error": str(e)})
+                print(f"warning: {rt.label}: {cid}: {e} (retrying)", file=sys.stderr, flush=True)
+        raise RuntimeError(f"{rt.label}: {tries} failures in a row, the last: {self.failures[-1]['error']}")
+
+    def run_rm(self, rt: Runtime, prefix: str, args=None, image=None, expect=None, timeout=120):
+        """`ctr run --rm`; returns (container id, wall seconds, start time, completed process)."""
+        def run(cid):
+            start = time.time()
+            t0 = time.perf_counter()
+            done = self("run", "--rm", *rt.run_args(image), cid, *(rt.hello if args is None else args),
+                        timeout=timeout, check=False)
+            elapsed = time.perf_counter() - t0
+            if done.returncode != 0:
+                raise RuntimeError(f"ctr run exited {done.returncode}: {done.stderr.strip()}")
+            if expect is not None and expect not in done.stdout:
+                raise RuntimeError(f"expected {expect!r}, got {done.stdout!r} {done.stderr!r}")
+            return elapsed, start, done
+        cid, (elapsed, start, done) = self.attempt(rt, prefix, run)
+        return cid, elapsed, start, done
 
     def hello(self, rt: Runtime, prefix: str):
-        cid = self.new_id(prefix)
-        elapsed, start, done = self.run_rm(rt, cid)
-        if rt.expect not in done.stdout:
-            raise RuntimeError(f"{rt.label}: expected {rt.expect!r}, got {done.stdout!r} {done.stderr!r}")
+        cid, elapsed, start, _ = self.run_rm(rt, prefix, expect=rt.expect)
         return cid, start, elapsed
 
 
@@ -160,13 +172,16 @@ def latency(ctr: Ctr, rts: list, runs: int, warmup: int, events_log: str, contai
 
 
 def floor(hello_wasm: str, work: str, runs: int = 10) -> dict:
-    """What bare processes cost, without containerd: busybox echo, hello in the wasmedge CLI (AOT), and
-    an exec of the shim's binary that exits at once (`-v`: it loads libwasmedge and libLLVM first)."""
+    """What bare processes cost, without containerd: busybox echo, hello in the wasmedge CLI (AOT),
+    and exec'ing each of this shim's binaries in a way that makes it exit at once, after the dynamic
+    loader has loaded its libraries (libwasmedge and libLLVM in the one that links WasmEdge)."""
     aot = os.path.join(work, "hello-aot.wasm")
     timed(["wasmedge", "compile", hello_wasm, aot])
     commands = {"busybox echo": ["/bin/busybox", "echo", "hello"],
-                "wasmedge CLI AOT hello": ["wasmedge", *aot_mode(), aot],
-                "containerd-shim-wasmedge-v1 -v (exec, load, exit)": ["containerd-shim-wasmedge-v1", "-v"]}
+                "wasmedge CLI AOT hello": ["wasmedge", *aot_mode(), aot]}
+    for binary, args in (("containerd-shim-wasmedge-v1", ["-v"]), ("containerd-wasmedge-init", [])):
+        if shutil.which(binary):
+            commands[f"{binary} {' '.join(args)} (exec, load, exit)".replace("  ", " ")] = [binary, *args]
 
     def once(cmd):
         t0 = time.perf_counter()
@@ -328,8 +343,8 @@ def compute(ctr: Ctr, rts: list, wasm: str, native: str, work: str, n: int, cont
     for j, rt in enumerate(r for r in rts if r.primes):
         samples, ids = [], []
         for _ in range(container_runs):
-            ids.append(ctr.new_id(f"primes{j}"))
-            wall, _, done = ctr.run_rm(rt, ids[-1], ["/app.wasm", str(n)], PRIMES, timeout=600)
+            cid, wall, _, done = ctr.run_rm(rt, f"primes{j}", ["/app.wasm", str(n)], PRIMES, timeout=600)
+            ids.append(cid)
             samples.append((wall, compute_ms(done.stderr)))
         aot = aot_outcomes(containerd_log, ids)
         label = f"{rt.label} (primes)"
@@ -394,8 +409,7 @@ def idle(ctr: Ctr, rt: Runtime, counts: list) -> dict:
     try:
         for count in counts:
             while len(started) < count:
-                cid = ctr.new_id("idle")
-                ctr("run", "-d", *rt.run_args(), cid, *rt.sleep)
+                cid, _ = ctr.attempt(rt, "idle", lambda cid: ctr("run", "-d", *rt.run_args(), cid, *rt.sleep))
                 started.append(cid)
             time.sleep(2)  # let the last ones settle
             shims, members = container_processes(ctr.address)
@@ -494,6 +508,9 @@ def report(results: dict, rts: list) -> None:
     table(f"Throughput: {results['config']['parallel_runs']} x ctr run --rm hello (runc: busybox echo), "
           f"{results['config']['parallel']} in parallel", ["runtime", "seconds", "runs/s", "vs runc"],
           [[k, v["seconds"], v["runs_per_s"], v["vs_runc"]] for k, v in results["throughput"].items()])
+    if results["failures"]:
+        print(f"\n!! {len(results['failures'])} runs failed and were retried (all in the JSON), e.g. "
+              f"{results['failures'][0]['runtime']}: {results['failures'][0]['error']}")
     table("Targets (issue 6) for the wasmedge shim", ["figure", "value", "verdict"],
           [[k, v["value"], v["verdict"]] for k, v in results["targets"].items()])
 
@@ -549,6 +566,8 @@ def main() -> None:
         row["vs_runc"] = ratio(row["runs_per_s"], base)
     shim = rts[1].label
     results["targets"] = targets(results, shim, f"{shim} (primes), runs 2+")
+
+    results["failures"] = ctr.failures
 
     report(results, rts)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

@@ -60,7 +60,7 @@ containerd_stop() {
   wait "$containerd_pid" 2>/dev/null
   # Shims outlive containerd by design; ours are the ones given our socket.
   for cmdline in /proc/[0-9]*/cmdline; do
-    if tr '\0' ' ' <"$cmdline" 2>/dev/null | grep -qF -- "$containerd_sock"; then
+    if { tr '\0' ' ' <"$cmdline"; } 2>/dev/null | grep -qF -- "$containerd_sock"; then
       pid=${cmdline#/proc/}; kill -KILL "${pid%/cmdline}" 2>/dev/null
     fi
   done
