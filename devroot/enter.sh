@@ -27,10 +27,16 @@ mount --bind "${RUSTUP_HOME:-$HOME/.rustup}" "$r/root/.rustup"
 mount --bind "${CARGO_HOME:-$HOME/.cargo}" "$r/root/.cargo"
 cp /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
 
-cd /
-exec chroot "$r" /usr/bin/env -i \
+# pivot_root rather than chroot: the dev root becomes the root of this mount namespace, as a
+# host's root is. `runc exec` (CRI ExecSync, docker exec) enters a container's mount namespace
+# at that namespace's root, which is the container's rootfs only when runc's pivot_root started
+# from a namespace root; under a chroot it lands on the host's root and finds nothing.
+mkdir -p "$r/.oldroot"
+cd "$r"
+pivot_root . .oldroot
+exec /usr/bin/env -i \
   HOME=/root TERM="${TERM:-dumb}" CI="${CI:-}" RUST_LOG="${RUST_LOG:-}" \
   PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   WASMEDGE_INCLUDE_DIR=/usr/include WASMEDGE_LIB_DIR=/usr/lib/x86_64-linux-gnu \
   IN_DEVROOT=1 \
-  bash -c 'cd "$0" && exec "$@"' "$repo" "$@"
+  bash -c 'umount -l /.oldroot && cd "$0" && exec "$@"' "$repo" "$@"

@@ -21,17 +21,26 @@ impl Stdio {
     }
 }
 
+/// How long the write end of a FIFO waits for its reader: containerd (and ctr, and CRI) open
+/// their read ends asynchronously, so one may come a moment after the request that names it.
+const READER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Opens one end without blocking on a FIFO whose other side is not there yet, then makes it
 /// blocking again, because the module does plain blocking reads and writes. An empty path is
 /// /dev/null. The URI form (`file://`, `binary://`) is for other shims' log drivers.
 fn open_end(path: &str, write: bool) -> Result<File> {
     let path = if path.is_empty() { "/dev/null" } else { path.strip_prefix("file://").unwrap_or(path) };
-    let file = OpenOptions::new()
-        .read(!write)
-        .write(write)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .with_context(|| format!("opening {path}"))?;
+    let open = || OpenOptions::new().read(!write).write(write).custom_flags(libc::O_NONBLOCK).open(path);
+    let deadline = std::time::Instant::now() + READER_WAIT;
+    let file = loop {
+        match open() {
+            // A FIFO's write end cannot open before its read end (ENXIO): wait for the reader.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            result => break result.with_context(|| format!("opening {path}"))?,
+        }
+    };
     let flags = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL)?);
     fcntl(&file, FcntlArg::F_SETFL(flags & !OFlag::O_NONBLOCK))?;
     Ok(file)

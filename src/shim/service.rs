@@ -442,11 +442,14 @@ impl containerd_shim::Task for Service {
         let spec = req.spec.as_ref().map(|any| any.value.clone()).unwrap_or_default();
         serde_json::from_slice::<oci_spec::runtime::Process>(&spec)
             .map_err(|e| rpc_error(Code::INVALID_ARGUMENT, format!("malformed exec process: {e}")))?;
+        if task.exec(&req.exec_id).is_some() {
+            return Err(rpc_error(Code::ALREADY_EXISTS, format!("exec {} of container {} already exists", req.exec_id, req.id)));
+        }
+        let stdio = Stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(internal)?;
         let mut execs = task.execs.lock().unwrap();
         if execs.contains_key(&req.exec_id) {
             return Err(rpc_error(Code::ALREADY_EXISTS, format!("exec {} of container {} already exists", req.exec_id, req.id)));
         }
-        let stdio = Stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(internal)?;
         let io = IoPaths { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal };
         let exec = Exec { id: req.exec_id.clone(), process: Process::new(io, Some(stdio)), spec };
         execs.insert(req.exec_id.clone(), Arc::new(exec));
