@@ -13,6 +13,7 @@ pub mod rootfs;
 pub mod security;
 pub mod spawn;
 pub mod stdio;
+pub mod zygote;
 
 pub use launch::Launch;
 

@@ -1,7 +1,7 @@
 //! Starts a container process: clone(2) into the new namespaces the spec asks for, then exec this
 //! binary as `init` with the container's stdio on fds 0-2, its launch plan on fd 3 and the pipe
 //! for its log lines on fd 4.
-use super::{report, stdio::Stdio, Launch, INIT_ARG, RUNNER_BIN};
+use super::{report, stdio::Stdio, zygote, Launch, INIT_ARG, RUNNER_BIN};
 use anyhow::{Context, Result};
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::sched::{setns, CloneFlags};
@@ -22,7 +22,16 @@ const CLONE_NAMESPACES: &[(&str, CloneFlags)] = &[
 ];
 
 pub fn spawn(launch: &Launch, stdio: &Stdio) -> Result<Pid> {
-    let plan = plan_fd(launch)?;
+    let (pid, plan) = create(launch, stdio)?;
+    plan.send(launch)?;
+    Ok(pid)
+}
+
+/// Creates the container process without starting it: it exists, with its new namespaces (Docker
+/// configures a container's network between create and start), and waits for its launch plan on
+/// fd 3, a pipe, until [`PlanSender::send`] at Task.Start. Dropping the sender unsent ends it.
+pub fn create(launch: &Launch, stdio: &Stdio) -> Result<(Pid, PlanSender)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the plan pipe")?;
     let flags = CLONE_NAMESPACES
         .iter()
         .filter(|(kind, _)| launch.new_namespace(kind))
@@ -31,7 +40,19 @@ pub fn spawn(launch: &Launch, stdio: &Stdio) -> Result<Pid> {
         | CloneFlags::CLONE_NEWNS;
     // A PID namespace given by path (a pod's shared one) is entered at clone time.
     let pid_ns = launch.namespaces.iter().find(|ns| ns.kind == "pid").and_then(|ns| ns.path.as_deref());
-    clone_self(INIT_ARG, &launch.id, plan, stdio, flags, pid_ns)
+    let pid = clone_self(INIT_ARG, &launch.id, read, stdio, flags, pid_ns)?;
+    Ok((pid, PlanSender(std::fs::File::from(write))))
+}
+
+/// The write end of a created process's plan pipe.
+pub struct PlanSender(std::fs::File);
+
+impl PlanSender {
+    /// Starts the process: it reads the plan to its end and goes on.
+    pub fn send(mut self, launch: &Launch) -> Result<()> {
+        serde_json::to_writer(&mut self.0, launch).context("sending the launch plan")?;
+        self.0.flush().context("sending the launch plan")
+    }
 }
 
 /// Clones a process that re-executes this binary as `arg` with `stdio` on fds 0-2, `plan` on
@@ -49,8 +70,14 @@ pub(crate) fn clone_self(arg: &str, id: &str, plan: OwnedFd, stdio: &Stdio, flag
         .map(|fd| fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map(|raw| unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) }))
         .collect::<nix::Result<_>>()
         .context("duplicating stdio")?;
+    let runner = runner()?;
+    if let Some(pid) = zygote::spawn(arg, sources, flags, pid_ns, &runner) {
+        let pid = pid?;
+        report::forward(id.to_string(), log_read.into());
+        return Ok(pid);
+    }
     let high_raw: Vec<i32> = high.iter().map(|fd| fd.as_raw_fd()).collect();
-    let exe = CString::new(runner()?.into_os_string().into_encoded_bytes())?;
+    let exe = CString::new(runner.into_os_string().into_encoded_bytes())?;
     let argv = [CString::new(RUNNER_BIN)?, CString::new(arg)?];
     let env: Vec<CString> = std::env::var("RUST_LOG").ok().map(|v| CString::new(format!("RUST_LOG={v}"))).into_iter().collect::<Result<_, _>>()?;
 

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use wasmedge_sdk::{
     config::{CommonConfigOptions, Config, ConfigBuilder, RuntimeConfigOptions},
     error::{CoreCommonError, CoreError, WasmEdgeError},
-    params, vm::SyncInst, LogManager, Module, Store, Vm,
+    params, vm::SyncInst, LogManager, Module, RunMode, Store, Vm,
 };
 
 /// How the engine runs a container's module.
@@ -74,33 +74,41 @@ pub struct Prepared {
 /// is off or fails. Invalid modules fail here, before the container is set up.
 pub fn prepare(bytes: &[u8], options: &EngineOptions) -> Result<Prepared, Failure> {
     quiet_wasmedge_log();
-    let mut runtime = RuntimeConfigOptions::default();
-    if let Some(pages) = options.limits.max_memory_pages {
-        runtime = runtime.max_memory_pages(pages);
-    }
-    let config = ConfigBuilder::new(CommonConfigOptions::default())
-        .with_runtime_config(runtime)
-        .build()
-        .map_err(load_error)?;
     if let Some(dir) = &options.aot_dir {
         let cache = aot::AotCache { dir: dir.clone(), max_bytes: options.aot_max_bytes };
         match cache.get(bytes) {
-            Ok((path, outcome)) => match Module::from_file(Some(&config), &path) {
-                Ok(module) => {
-                    log::info!("aot cache {outcome:?}: {}", path.display());
-                    return Ok(Prepared { module, config });
+            // Since WasmEdge 0.17 compiled code runs only in AOT mode; other modes ignore it.
+            Ok((path, outcome)) => {
+                let config = config(&options.limits, RunMode::Aot)?;
+                match Module::from_file(Some(&config), &path) {
+                    Ok(module) => {
+                        log::info!("aot cache {outcome:?}: {}", path.display());
+                        return Ok(Prepared { module, config });
+                    }
+                    Err(e) => {
+                        log::warn!("cannot load {}, running in the interpreter: {e}", path.display());
+                        let _ = std::fs::remove_file(&path);
+                    }
                 }
-                Err(e) => {
-                    log::warn!("cannot load {}, running in the interpreter: {e}", path.display());
-                    let _ = std::fs::remove_file(&path);
-                }
-            },
+            }
             // An invalid module fails to compile too: the interpreter's loader says why.
             Err(e) => log::warn!("AOT compile failed, running in the interpreter: {e:#}"),
         }
     }
+    let config = config(&options.limits, RunMode::Interpreter)?;
     let module = Module::from_bytes(Some(&config), bytes).map_err(load_error)?;
     Ok(Prepared { module, config })
+}
+
+fn config(limits: &Limits, mode: RunMode) -> Result<Config, Failure> {
+    let mut runtime = RuntimeConfigOptions::default();
+    if let Some(pages) = limits.max_memory_pages {
+        runtime = runtime.max_memory_pages(pages);
+    }
+    ConfigBuilder::new(CommonConfigOptions::default().run_mode(mode))
+        .with_runtime_config(runtime)
+        .build()
+        .map_err(load_error)
 }
 
 /// WasmEdge logs errors over several lines on the container's stderr; the caller prints one
