@@ -7,7 +7,7 @@ use super::{
     options,
     task::{Exec, IoPaths, Process, Runtime, Status, Task},
 };
-use crate::container::{cgroup, exec::ExecPlan, linux::Runc, rootfs, spawn::spawn, stdio::Stdio, Launch};
+use crate::container::{cgroup, exec::ExecPlan, linux::Runc, rootfs, spawn, stdio::Stdio, Launch};
 use crate::image::detect::Kind;
 use anyhow::{anyhow, Context};
 use containerd_shim::{
@@ -219,8 +219,18 @@ impl Service {
                     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
                     cgroup::create(path, resources).map_err(undo)?;
                 }
-                let init = Process::new(io, Some(stdio));
-                Ok(Task::new(&req.id, bundle, launch, Runtime::Wasm, init, mounted))
+                let since = Instant::now();
+                let (pid, plan) = spawn::create(&launch, &stdio).map_err(|e| {
+                    if let Some(path) = &launch.cgroup {
+                        let _ = cgroup::remove(path);
+                    }
+                    undo(e)
+                })?;
+                drop(stdio); // the container process holds it now
+                let init = Process::new(io, None);
+                init.state().hold_exit = true; // until TaskCreate is out
+                self.record_pid(&init, pid.as_raw(), since);
+                Ok(Task::new(&req.id, bundle, launch, Runtime::Wasm(Mutex::new(Some(plan))), init, mounted))
             }
             Kind::Linux => {
                 log::info!("{}: Linux container ({} is not wasm): running it with runc", req.id, launch.entrypoint.display());
@@ -232,10 +242,7 @@ impl Service {
                 })?;
                 drop(stdio); // runc's container holds it now
                 let init = Process::new(io, None);
-                {
-                    let mut state = init.state();
-                    state.hold_exit = true; // until TaskCreate is out
-                }
+                init.state().hold_exit = true; // until TaskCreate is out
                 self.record_pid(&init, pid, since);
                 Ok(Task::new(&req.id, bundle, launch, Runtime::Linux(runc), init, mounted))
             }
@@ -251,11 +258,10 @@ impl Service {
             state.hold_exit = true;
         }
         let started = match &task.runtime {
-            Runtime::Wasm => {
-                let stdio = task.init.stdio.lock().unwrap().take().context("stdio of a created task").map_err(internal)?;
-                let since = Instant::now();
-                spawn(&task.launch, &stdio).map(|pid| self.record_pid(&task.init, pid.as_raw(), since))
-            }
+            Runtime::Wasm(plan) => match plan.lock().unwrap().take() {
+                Some(plan) => plan.send(&task.launch),
+                None => Err(anyhow!("container {} has no process to start", task.id)),
+            },
             Runtime::Linux(runc) => runc.start(),
         };
         let pid = {
@@ -288,7 +294,7 @@ impl Service {
         let stdio = exec.process.stdio.lock().unwrap().take().context("stdio of a created exec").map_err(internal)?;
         let since = Instant::now();
         let spawned = match &task.runtime {
-            Runtime::Wasm => serde_json::from_slice::<oci_spec::runtime::Process>(&exec.spec)
+            Runtime::Wasm(_) => serde_json::from_slice::<oci_spec::runtime::Process>(&exec.spec)
                 .context("malformed exec process")
                 .and_then(|process| ExecPlan::new(&task.launch, &exec.id, init_pid, &process))
                 .and_then(|plan| crate::container::exec::spawn(&plan, &stdio))
@@ -326,6 +332,13 @@ impl Service {
         };
         match (status, pid, &task.runtime) {
             (Status::Stopped, _, _) => Err(rpc_error(Code::NOT_FOUND, format!("container {}: process already finished", task.id))),
+            // A created wasm process waits for its plan and runs nothing yet: it ends as if the
+            // signal had killed it (it may not have its handlers yet, so SIGKILL does it).
+            (Status::Created, Some(pid), Runtime::Wasm(_)) if exec_id.is_none() => {
+                self.exited_process(task, None, process, pid, 128 + signal);
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                Ok(())
+            }
             (_, Some(_), Runtime::Linux(runc)) if exec_id.is_none() && all => runc.kill(signal, true).map_err(internal),
             (_, Some(pid), _) => {
                 if all && exec_id.is_none() {
@@ -346,6 +359,39 @@ impl Service {
             }
         }
     }
+}
+
+/// What containerd-shim's cgroup v1 collection leaves out and `docker stats` shows: the memory
+/// limit and peak, and CPU time (v1 keeps it in cpuacct, not in cpu.stat).
+fn complete_v1_metrics(cg: &cgroups_rs::fs::Cgroup, metrics: &mut containerd_shim::protos::cgroups::metrics::Metrics) {
+    use cgroups_rs::fs::{cpuacct::CpuAcctController, memory::MemController};
+    if let Some(mem) = cg.controller_of::<MemController>() {
+        let stat = mem.memory_stat();
+        // Unlimited is a huge number in v1: the node's memory is the real bound.
+        let node = node_memory().unwrap_or(u64::MAX);
+        let limit = u64::try_from(stat.limit_in_bytes).unwrap_or(u64::MAX).min(node);
+        let usage = metrics.mut_memory().mut_usage();
+        usage.set_limit(limit);
+        usage.set_max(stat.max_usage_in_bytes);
+        usage.set_failcnt(stat.fail_cnt);
+    }
+    if let Some(acct) = cg.controller_of::<CpuAcctController>() {
+        let acct = acct.cpuacct();
+        let cpu = metrics.mut_cpu().mut_usage();
+        if cpu.total() == 0 {
+            cpu.set_total(acct.usage);
+            cpu.set_user(acct.usage_user);
+            cpu.set_kernel(acct.usage_sys);
+            cpu.set_per_cpu(acct.usage_percpu.split_whitespace().filter_map(|v| v.parse().ok()).collect());
+        }
+    }
+}
+
+/// MemTotal of /proc/meminfo, in bytes.
+fn node_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn status_of(status: Status) -> api::Status {
@@ -375,9 +421,7 @@ impl containerd_shim::Task for Service {
             pid,
             ..Default::default()
         }));
-        if task.is_linux() {
-            self.release(&task, None, &task.init);
-        }
+        self.release(&task, None, &task.init);
         Ok(api::CreateTaskResponse { pid, ..Default::default() })
     }
 
@@ -488,8 +532,19 @@ impl containerd_shim::Task for Service {
             task.execs.lock().unwrap().remove(&req.exec_id);
             return Ok(api::DeleteResponse { pid, exit_status: status, exited_at: Some(at).into(), ..Default::default() });
         }
-        if task.init.state().status() == Status::Running {
-            return Err(rpc_error(Code::FAILED_PRECONDITION, format!("container {} is still running", req.id)));
+        let (status, pid) = {
+            let state = task.init.state();
+            (state.status(), state.pid)
+        };
+        match (status, pid) {
+            (Status::Running, _) => {
+                return Err(rpc_error(Code::FAILED_PRECONDITION, format!("container {} is still running", req.id)))
+            }
+            // Created and never started: its process waits; it goes with the container.
+            (Status::Created, Some(pid)) => {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            _ => {}
         }
         task.cleanup();
         self.registry().tasks.remove(&req.id);
@@ -530,7 +585,9 @@ impl containerd_shim::Task for Service {
         let stats = if cg.v2() {
             convert_to_any(Box::new(containerd_shim::cgroup::collect_metrics_v2(&cg).map_err(|e| rpc_error(Code::INTERNAL, e))?))
         } else {
-            convert_to_any(Box::new(containerd_shim::cgroup::collect_metrics(&cg).map_err(|e| rpc_error(Code::INTERNAL, e))?))
+            let mut metrics = containerd_shim::cgroup::collect_metrics(&cg).map_err(|e| rpc_error(Code::INTERNAL, e))?;
+            complete_v1_metrics(&cg, &mut metrics);
+            convert_to_any(Box::new(metrics))
         };
         Ok(api::StatsResponse { stats: Some(stats.map_err(|e| rpc_error(Code::INTERNAL, e))?).into(), ..Default::default() })
     }

@@ -1,7 +1,7 @@
 //! One container as the shim tracks it: its init process (a wasm module run by the shim's own
 //! container process, or a Linux program run by runc) and its exec processes, each created,
 //! running or stopped.
-use crate::container::{cgroup, linux::Runc, rootfs, stdio::Stdio, Launch};
+use crate::container::{cgroup, linux::Runc, rootfs, spawn::PlanSender, stdio::Stdio, Launch};
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -97,8 +97,9 @@ impl Process {
 
 /// Who runs a task's processes.
 pub enum Runtime {
-    /// The shim itself: a container process per module (see [`crate::container::spawn`]).
-    Wasm,
+    /// The shim itself: a container process per module (see [`crate::container::spawn`]),
+    /// created at Task.Create and started by sending it its plan.
+    Wasm(Mutex<Option<PlanSender>>),
     /// runc, for the Linux containers of a pod (pause, sidecars).
     Linux(Runc),
 }
@@ -135,10 +136,6 @@ impl Task {
         }
     }
 
-    pub fn is_linux(&self) -> bool {
-        matches!(self.runtime, Runtime::Linux(_))
-    }
-
     pub fn exec(&self, exec_id: &str) -> Option<Arc<Exec>> {
         self.execs.lock().unwrap().get(exec_id).cloned()
     }
@@ -152,7 +149,7 @@ impl Task {
                     log::warn!("{}: {e:#}", self.id);
                 }
             }
-            Runtime::Wasm => {
+            Runtime::Wasm(_) => {
                 if let Some(path) = &self.launch.cgroup {
                     if let Err(e) = cgroup::remove(path) {
                         log::warn!("{}: {e:#}", self.id);
