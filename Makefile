@@ -5,7 +5,7 @@ NATIVE := $(shell if [ -n "$$IN_DEVROOT" ] || { pkg-config --atleast-version=0.1
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
 
-.PHONY: all build test demo bench devroot toolchain clean
+.PHONY: all build test demo bench devroot toolchain toolchains clean
 
 all: build
 
@@ -20,6 +20,11 @@ ifeq ($(NATIVE),1)
 build:
 	$(CARGO) build --release --bins
 
+# What the build helper's languages need (apt, npm, PyPI), and their runtimes prepared:
+# `make toolchains` for all, `make toolchains LANGS="go python"` for some. Idempotent.
+toolchains: toolchain build
+	target/release/wasmedge-image toolchains $(LANGS)
+
 test: toolchain
 	$(CARGO) test --release -- --test-threads=1
 
@@ -32,6 +37,9 @@ bench: toolchain build
 else
 build test demo: devroot toolchain
 	devroot/enter.sh $(MAKE) $@
+
+toolchains: devroot toolchain
+	devroot/enter.sh $(MAKE) toolchains LANGS="$(LANGS)"
 
 bench: devroot toolchain
 	devroot/enter.sh env $(foreach v,$(filter BENCH_%,$(.VARIABLES)),'$(v)=$($(v))') $(MAKE) $@

@@ -1,5 +1,6 @@
 //! `wasmedge-image`: builds OCI images of WebAssembly modules. The logic lives in
-//! `containerd_shim_wasmedge::image::writer`; this is only argument handling.
+//! `containerd_shim_wasmedge::image::writer` and, for building from source, in `src/build`
+//! (compiled into this binary only); this is only argument handling.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -9,6 +10,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use containerd_shim_wasmedge::image::writer::{self, ArtifactSpec, Format, ImageSpec, LayerFile};
+
+/// The build helper: languages, toolchains, the compile cache, containerd through ctr.
+#[path = "../build/mod.rs"]
+mod build;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +30,15 @@ struct Cli {
 enum Command {
     /// Pack a wasm module (and extra files) into a one-layer wasi/wasm image.
     Pack(PackArgs),
+    /// Build an image from source: Rust, C, C++, Go, JavaScript, TypeScript or Python.
+    Build(build::cli::BuildArgs),
+    /// Build (if given a source), import into containerd and run with the WasmEdge shim;
+    /// exits with the module's exit code.
+    Run(build::cli::RunArgs),
+    /// Show an image's platform, layers, entrypoint, and whether it is wasm and why.
+    Inspect(build::cli::InspectArgs),
+    /// Install what languages need to build (apt, npm, PyPI) and prepare their runtimes.
+    Toolchains(build::cli::ToolchainsArgs),
 }
 
 #[derive(Args)]
@@ -70,6 +84,10 @@ struct PackArgs {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Pack(args) => pack(args),
+        Command::Build(args) => build::cli::build(args),
+        Command::Run(args) => std::process::exit(build::cli::run(args)?),
+        Command::Inspect(args) => build::cli::inspect(args),
+        Command::Toolchains(args) => build::cli::toolchains(args),
     }
 }
 

@@ -1,0 +1,179 @@
+//! The compile cache: one directory per key (the sha256 of sources + language + toolchain
+//! version + options) holding what compiling gave. Entries are written to a temporary directory
+//! and renamed into place, so a reader never sees half of one; a hit touches the entry, and
+//! past the size bound the least recently used entries go first.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::Compiled;
+use containerd_shim_wasmedge::image::writer::LayerFile;
+
+/// Default bound of the cache: 2 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
+
+pub struct Cache {
+    dir: PathBuf,
+    max_bytes: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    entrypoint: Vec<String>,
+    env: Vec<String>,
+    /// Each file is stored as `files/<index>`.
+    files: Vec<EntryFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryFile {
+    path: String,
+    mode: u32,
+}
+
+impl Cache {
+    pub fn new(dir: &Path, max_bytes: u64) -> Cache {
+        let max_bytes = if max_bytes == 0 { DEFAULT_MAX_BYTES } else { max_bytes };
+        Cache { dir: dir.to_path_buf(), max_bytes }
+    }
+
+    fn entry_dir(&self, key: &str) -> PathBuf {
+        self.dir.join(key)
+    }
+
+    /// The compile stored under `key`, if any. A damaged entry is a miss.
+    pub fn get(&self, key: &str) -> Result<Option<Compiled>> {
+        let dir = self.entry_dir(key);
+        let Ok(meta) = fs::read(dir.join("entry.json")) else { return Ok(None) };
+        let Ok(entry) = serde_json::from_slice::<Entry>(&meta) else { return Ok(None) };
+        let mut files = Vec::new();
+        for (i, f) in entry.files.iter().enumerate() {
+            let Ok(data) = fs::read(dir.join("files").join(i.to_string())) else { return Ok(None) };
+            files.push(LayerFile { path: f.path.clone(), data, mode: f.mode });
+        }
+        // Touch it: eviction keeps what is in use.
+        let _ = fs::File::open(dir.join("entry.json")).and_then(|f| f.set_modified(SystemTime::now()));
+        Ok(Some(Compiled { files, entrypoint: entry.entrypoint, env: entry.env }))
+    }
+
+    /// Stores `compiled` under `key` (replacing an entry), then evicts past the bound.
+    pub fn put(&self, key: &str, compiled: &Compiled) -> Result<()> {
+        fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(&self.dir)?;
+        fs::create_dir(tmp.path().join("files"))?;
+        for (i, f) in compiled.files.iter().enumerate() {
+            fs::write(tmp.path().join("files").join(i.to_string()), &f.data)?;
+        }
+        let entry = Entry {
+            entrypoint: compiled.entrypoint.clone(),
+            env: compiled.env.clone(),
+            files: compiled.files.iter().map(|f| EntryFile { path: f.path.clone(), mode: f.mode }).collect(),
+        };
+        fs::write(tmp.path().join("entry.json"), serde_json::to_vec_pretty(&entry)?)?;
+        let dir = self.entry_dir(key);
+        let _ = fs::remove_dir_all(&dir);
+        let tmp = tmp.keep();
+        if let Err(e) = fs::rename(&tmp, &dir) {
+            let _ = fs::remove_dir_all(&tmp);
+            // Another build stored the same key first: theirs is as good as ours.
+            if !dir.join("entry.json").exists() {
+                return Err(e).with_context(|| format!("storing {}", dir.display()));
+            }
+        }
+        self.evict();
+        Ok(())
+    }
+
+    /// Total size of the entries in bytes.
+    #[cfg(test)]
+    pub fn size(&self) -> u64 {
+        self.entries().iter().map(|e| e.1).sum()
+    }
+
+    /// (last use, bytes, dir) of each entry.
+    fn entries(&self) -> Vec<(SystemTime, u64, PathBuf)> {
+        let Ok(dirs) = fs::read_dir(&self.dir) else { return vec![] };
+        dirs.flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .filter_map(|e| {
+                let used = fs::metadata(e.path().join("entry.json")).ok()?.modified().ok()?;
+                Some((used, dir_size(&e.path()), e.path()))
+            })
+            .collect()
+    }
+
+    /// Removes the least recently used entries until the cache fits its bound.
+    pub fn evict(&self) {
+        let mut entries = self.entries();
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        entries.sort();
+        for (_, size, dir) in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            if fs::remove_dir_all(&dir).is_ok() {
+                total -= size;
+            }
+        }
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compiled(n: usize) -> Compiled {
+        Compiled {
+            files: vec![LayerFile { path: "/app.wasm".into(), data: vec![7; n], mode: 0o755 }],
+            entrypoint: vec!["/app.wasm".into()],
+            env: vec!["A=1".into()],
+        }
+    }
+
+    #[test]
+    fn stored_entries_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path(), 0);
+        assert_eq!(cache.get("k").unwrap(), None);
+        cache.put("k", &compiled(10)).unwrap();
+        assert_eq!(cache.get("k").unwrap(), Some(compiled(10)));
+        cache.put("k", &compiled(3)).unwrap();
+        assert_eq!(cache.get("k").unwrap(), Some(compiled(3)));
+        fs::remove_file(dir.path().join("k/files/0")).unwrap();
+        assert_eq!(cache.get("k").unwrap(), None, "a damaged entry is a miss");
+    }
+
+    #[test]
+    fn least_recently_used_entries_go_past_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let roomy = Cache::new(dir.path(), 1 << 30);
+        for (i, key) in ["a", "b", "c"].iter().enumerate() {
+            roomy.put(key, &compiled(1000)).unwrap();
+            let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64);
+            fs::File::open(dir.path().join(key).join("entry.json")).unwrap().set_modified(t).unwrap();
+        }
+        // a is used again: b is now the oldest.
+        assert!(roomy.get("a").unwrap().is_some());
+        let cache = Cache::new(dir.path(), 2500);
+        cache.evict();
+        assert!(cache.get("b").unwrap().is_none());
+        assert!(cache.get("a").unwrap().is_some() && cache.get("c").unwrap().is_some());
+        assert!(cache.size() <= 2500);
+    }
+}
