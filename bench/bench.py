@@ -377,12 +377,16 @@ def processes() -> dict:
     return found
 
 
-def container_processes(address: str) -> tuple:
-    """The shims started for our containerd (`-address <our socket>`) and all their descendants."""
+def container_processes(address: str, task_pids: set) -> tuple:
+    """The shims started for our containerd (`-address <our socket>`), the tasks' processes, the
+    process each task's process is a child of when that is not a shim (this shim's zygote, shared
+    by all containers on the node), and all their descendants."""
     procs = processes()
     shims = {pid for pid, (_, argv) in procs.items()
              if any(a == "-address" and b == address for a, b in zip(argv, argv[1:]))}
-    members, frontier = set(shims), set(shims)
+    parents = {procs[p][0] for p in task_pids if p in procs} - shims - {1}
+    members = shims | parents | (task_pids & procs.keys())
+    frontier = set(members)
     while frontier:
         frontier = {pid for pid, (ppid, _) in procs.items() if ppid in frontier} - members
         members |= frontier
@@ -412,7 +416,9 @@ def idle(ctr: Ctr, rt: Runtime, counts: list) -> dict:
                 cid, _ = ctr.attempt(rt, "idle", lambda cid: ctr("run", "-d", *rt.run_args(), cid, *rt.sleep))
                 started.append(cid)
             time.sleep(2)  # let the last ones settle
-            shims, members = container_processes(ctr.address)
+            tasks = ctr("task", "ls").stdout.splitlines()[1:]
+            task_pids = {int(line.split()[1]) for line in tasks if len(line.split()) > 1}
+            shims, members = container_processes(ctr.address, task_pids)
             mem = {pid: memory_kib(pid) for pid in members}
 
             def per_container(key, pids=members):

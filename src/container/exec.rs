@@ -118,7 +118,7 @@ pub fn main() -> ! {
             e.exit_code()
         }
     };
-    std::process::exit(code.0)
+    crate::engine::exit_now(code)
 }
 
 fn run() -> Result<ExitCode, ExecError> {

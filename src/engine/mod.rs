@@ -5,7 +5,7 @@ mod exit;
 mod limits;
 mod wasi;
 
-pub use exit::ExitCode;
+pub use exit::{exit_now, ExitCode};
 pub use limits::Limits;
 pub use wasi::WasiContext;
 
