@@ -27,6 +27,21 @@ mirror_uri() {
   echo "$uri"
 }
 
+# A root that exists is brought up to date in place (packages added, config copied): rebuilding
+# it would pull it from under the sessions that are using it.
+if [ -f "$DEVROOT/.stamp" ]; then
+  echo "devroot: updating $DEVROOT in place" >&2
+  chroot "$DEVROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive bash -c "
+    set -e
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold $DEVROOT_PACKAGES
+  " >>"$DEVROOT.log" 2>&1 || { tail -20 "$DEVROOT.log" >&2; exit 1; }
+  cp "$here/containerd.toml" "$DEVROOT/etc/containerd/config.toml"
+  echo "$want" >"$DEVROOT/.stamp"
+  echo "devroot: ready" >&2
+  exit 0
+fi
+
 command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
 
 mirror=$(mirror_uri)
