@@ -163,12 +163,22 @@ impl Runc {
 
     /// runc's reason for a failure: the last error of its JSON log, else what it printed.
     fn failure(&self, stderr: &[u8]) -> String {
+        // runc's log outlives one command: its last errors are this failure's (nsexec's own
+        // first, then runc's summary).
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let from_log = log.lines().rev().find_map(|line| {
-            let entry: serde_json::Value = serde_json::from_str(line).ok()?;
-            (entry["level"] == "error").then(|| entry["msg"].as_str().map(str::to_string)).flatten()
-        });
-        from_log.unwrap_or_else(|| String::from_utf8_lossy(stderr).trim().to_string())
+        let errors: Vec<String> = log
+            .lines()
+            .filter_map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+                (entry["level"] == "error").then(|| entry["msg"].as_str().map(str::to_string)).flatten()
+            })
+            .collect();
+        let _ = std::fs::remove_file(self.log_path());
+        if errors.is_empty() {
+            String::from_utf8_lossy(stderr).trim().to_string()
+        } else {
+            errors[errors.len().saturating_sub(3)..].join("; ")
+        }
     }
 }
 

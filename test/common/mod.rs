@@ -188,13 +188,19 @@ pub fn unique_id(prefix: &str) -> String {
 
 impl Containerd {
     pub fn start() -> Containerd {
+        Containerd::start_with_config(config_toml)
+    }
+
+    /// A containerd with its own config: `config(root, state, socket)` gives the TOML.
+    pub fn start_with_config(config: impl Fn(&Path, &Path, &Path) -> String) -> Containerd {
         // Short path: the socket path must fit in sun_path (108 bytes).
         let dir = tempfile::Builder::new().prefix("e2e-ctd-").tempdir_in("/tmp").unwrap();
         let (root, state) = (dir.path().join("root"), dir.path().join("state"));
         fs::create_dir_all(&root).unwrap();
         fs::create_dir_all(&state).unwrap();
-        let config = dir.path().join("config.toml");
-        fs::write(&config, config_toml(&root, &state, &dir.path().join("containerd.sock"))).unwrap();
+        let config_path = dir.path().join("config.toml");
+        fs::write(&config_path, config(&root, &state, &dir.path().join("containerd.sock"))).unwrap();
+        let config = config_path;
 
         // containerd finds `containerd-shim-wasmedge-v1` for io.containerd.wasmedge.v1 on its PATH.
         let shim_dir = Path::new(SHIM).parent().unwrap();
