@@ -5,7 +5,7 @@ NATIVE := $(shell if [ -n "$$IN_DEVROOT" ] || { pkg-config --atleast-version=0.1
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
 
-.PHONY: all build test demo bench devroot toolchain toolchains clean
+.PHONY: all build test demo bench devroot toolchain toolchains clean install uninstall e2e-docker e2e-k8s
 
 all: build
 
@@ -31,11 +31,15 @@ test: toolchain
 demo: toolchain build
 	test/demo.sh
 
+# The Docker and Kubernetes (CRI) doors alone; `make test` runs them too.
+e2e-docker e2e-k8s: toolchain
+	$(CARGO) test --release --test $(if $(filter e2e-docker,$@),e2e_docker,e2e_cri) -- --test-threads=1
+
 # Not part of `make test`: about 3 minutes on 2 cores. BENCH_* variables are passed on (bench/bench.py).
 bench: toolchain build
 	bench/run.sh
 else
-build test demo: devroot toolchain
+build test demo e2e-docker e2e-k8s: devroot toolchain
 	devroot/enter.sh $(MAKE) $@
 
 toolchains: devroot toolchain
@@ -44,6 +48,23 @@ toolchains: devroot toolchain
 bench: devroot toolchain
 	devroot/enter.sh env $(foreach v,$(filter BENCH_%,$(.VARIABLES)),'$(v)=$($(v))') $(MAKE) $@
 endif
+
+# Puts the binaries `make build` made on this machine's PATH and adds the `wasmedge` runtime
+# entry to containerd's config (backing it up; idempotent; config version 2 or 3). The binaries
+# need libwasmedge 0.17 and a glibc as new as the build's. Restart containerd afterwards.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+CONTAINERD_CONFIG ?= /etc/containerd/config.toml
+BINARIES := containerd-shim-wasmedge-v1 containerd-wasmedge-init wasmedge-image
+
+install: build
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 755 $(addprefix target/release/,$(BINARIES)) $(DESTDIR)$(BINDIR)/
+	deploy/containerd-config.sh add $(DESTDIR)$(CONTAINERD_CONFIG)
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(BINARIES))
+	deploy/containerd-config.sh remove $(DESTDIR)$(CONTAINERD_CONFIG)
 
 clean:
 	$(CARGO) clean
