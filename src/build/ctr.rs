@@ -27,18 +27,14 @@ impl Ctr {
         cmd
     }
 
-    /// `ctr image import` of an OCI-layout tarball; ctr's own output goes to stderr.
+    /// `ctr image import` of an OCI-layout tarball; ctr's table of what it imported is only
+    /// shown when the import fails.
     pub fn import(&self, tar: &Path) -> Result<()> {
-        let status = self
-            .command()
-            .args(["image", "import", "--platform", PLATFORM])
-            .arg(tar)
-            .stdin(Stdio::null())
-            .stdout(stderr_as_stdio())
-            .status()
+        let out = output(self.command().args(["image", "import", "--platform", PLATFORM]).arg(tar))
             .context("cannot run ctr (is containerd's ctr on PATH?)")?;
-        if !status.success() {
-            bail!("ctr image import failed ({status}) at {}", self.address);
+        if !out.status.success() {
+            eprint!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            bail!("ctr image import failed ({}) at {}", out.status, self.address);
         }
         Ok(())
     }
