@@ -5,7 +5,7 @@ NATIVE := $(shell if [ -n "$$IN_DEVROOT" ] || { pkg-config --atleast-version=0.1
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
 
-.PHONY: all build test demo bench devroot toolchain toolchains clean install uninstall e2e-docker e2e-k8s
+.PHONY: all build test demo bench devroot toolchain toolchains clean install uninstall e2e-docker e2e-k8s soak fuzz
 
 all: build
 
@@ -38,6 +38,18 @@ e2e-docker e2e-k8s: toolchain
 # Not part of `make test`: about 3 minutes on 2 cores. BENCH_* variables are passed on (bench/bench.py).
 bench: toolchain build
 	bench/run.sh
+# The soak of test/soak.rs at full length (`make test` runs a short one through the same code):
+# 1000 runs one after the other, 400 with 8 at a time, 200 through one pod's shim, then nothing
+# may be left (processes, mounts, cgroups, state directories, descriptors). A few minutes.
+soak: toolchain
+	SOAK_SEQUENTIAL=1000 SOAK_CONCURRENT=400 SOAK_PARALLEL=8 SOAK_POD=200 $(CARGO) test --release --test soak -- --nocapture
+
+# The cargo-fuzz targets of fuzz/ (fuzz/README.md), FUZZ_SECONDS each (default 60).
+FUZZ_SECONDS ?= 60
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 else
 build test demo e2e-docker e2e-k8s: devroot toolchain
 	devroot/enter.sh $(MAKE) $@
@@ -47,6 +59,11 @@ toolchains: devroot toolchain
 
 bench: devroot toolchain
 	devroot/enter.sh env $(foreach v,$(filter BENCH_%,$(.VARIABLES)),'$(v)=$($(v))') $(MAKE) $@
+soak: devroot toolchain
+	devroot/enter.sh $(MAKE) soak
+
+fuzz: devroot
+	devroot/enter.sh $(MAKE) fuzz FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60)
 endif
 
 # Puts the binaries `make build` made on this machine's PATH and adds the `wasmedge` runtime

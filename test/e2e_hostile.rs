@@ -1,0 +1,812 @@
+//! Hostile input, end to end: broken and malicious modules, images and specs, each run through a
+//! real containerd with `ctr` like any other container. Every case checks the exact exit code and
+//! error text, that nothing of the host leaked into the container's output, and then that the
+//! shim that ran the case still serves: each case runs in the shim of a long-running "sentinel"
+//! container (same `io.kubernetes.cri.sandbox-id`, as the containers of one pod share a shim), and
+//! afterwards that shim must be the same process, the sentinel still running, and a next container
+//! in it and one in a fresh shim must run. Needs containerd, ctr and root, like test/e2e.rs.
+
+mod common;
+
+use common::*;
+use containerd_shim_wasmedge::image::writer::{self, Blob, Format, ImageSpec, Layer, LayerFile};
+use oci_spec::image::MediaType;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// What the hello module prints without arguments.
+const HELLO: &str = "Hello from WasmEdge!\n";
+const HOSTILE_IMAGE: &str = "docker.io/library/hostile-wasm:test";
+const SANDBOX_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+const TIME_LIMIT_ANNOTATION: &str = "wasmedge.io/time-limit";
+const WASM_HANDLER: &str = "run.oci.handler=wasm";
+/// 64 MiB, for `ctr run --memory-limit`.
+const MEMORY_64M: &str = "67108864";
+
+// ---------------------------------------------------------------------------------------------
+// Modules and images
+
+/// images/NAME built for wasm32-wasip1 (a standalone crate, like images/hello).
+fn example_module(name: &str) -> PathBuf {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("images").join(name);
+    let target_dir = crate_dir.join("target"); // explicit: ignore any CARGO_TARGET_DIR
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = exec_bounded(
+        Command::new(cargo)
+            .args(["build", "--release", "--offline", "--target", "wasm32-wasip1", "--manifest-path"])
+            .arg(crate_dir.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir),
+        None,
+        Duration::from_secs(300),
+    );
+    assert_eq!(out.code, 0, "building images/{name} failed:\n{}", out.stderr);
+    target_dir.join(format!("wasm32-wasip1/release/{name}.wasm"))
+}
+
+/// images/hostile: membomb, membomb-try, spin, recurse, cat, write, ls.
+fn hostile_module() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| example_module("hostile"))
+}
+
+fn hostile_image() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| pack(hostile_module(), HOSTILE_IMAGE, &[]))
+}
+
+/// `bytes` as /app.wasm of image `docker.io/library/hostile-NAME:test`; returns (tarball, name).
+fn module_image(name: &str, bytes: &[u8]) -> (PathBuf, String) {
+    let module = scratch_dir().join(format!("hostile-{name}.wasm"));
+    fs::write(&module, bytes).unwrap();
+    let tag = format!("docker.io/library/hostile-{name}:test");
+    (pack(&module, &tag, &[]), tag)
+}
+
+fn wat(text: &str) -> Vec<u8> {
+    wat::parse_str(text).unwrap_or_else(|e| panic!("bad WAT in the test: {e}"))
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so a failure reproduces.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed >> 12;
+            seed ^= seed << 25;
+            seed ^= seed >> 27;
+            (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect()
+}
+
+fn leb128(mut n: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// `module` with a custom section of `size` bytes appended: still a valid module.
+fn with_custom_section(module: &[u8], size: usize) -> Vec<u8> {
+    let name = b"hostile-padding";
+    let mut payload = leb128(name.len() as u64);
+    payload.extend_from_slice(name);
+    let mut out = module.to_vec();
+    out.push(0); // custom section
+    out.extend(leb128((payload.len() + size) as u64));
+    out.extend(payload);
+    out.resize(out.len() + size, 0x5a);
+    out
+}
+
+/// An entry of a hand-made image layer.
+enum Entry<'a> {
+    File(&'a str, &'a [u8]),
+    Symlink(&'a str, &'a str),
+}
+
+/// A wasm image (`wasmedge-image`'s writer) with `entries` in a base layer under /app.wasm's
+/// layer: the writer itself only writes regular files, an attacker's image has anything.
+fn image_with_layer(tag: &str, module: &Path, entries: &[Entry]) -> PathBuf {
+    let mut tar = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        match entry {
+            Entry::File(path, data) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o644);
+                header.set_size(data.len() as u64);
+                tar.append_data(&mut header, path.trim_start_matches('/'), *data).unwrap();
+            }
+            Entry::Symlink(path, target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                tar.append_link(&mut header, path.trim_start_matches('/'), target).unwrap();
+            }
+        }
+    }
+    let tar = tar.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let layer = Layer {
+        blob: Blob::new(MediaType::ImageLayerGzip, gz.finish().unwrap()),
+        diff_id: writer::sha256_digest(&tar).to_string(),
+    };
+    let spec = ImageSpec {
+        reference: tag.into(),
+        files: vec![LayerFile { path: "/app.wasm".into(), data: fs::read(module).unwrap(), mode: 0o755 }],
+        entrypoint: vec!["/app.wasm".into()],
+        base_layers: vec![layer],
+        ..Default::default()
+    };
+    let out = scratch_dir().join(format!("{}.tar", tag.rsplit('/').next().unwrap().replace(':', "-")));
+    writer::build(&spec).unwrap().save(Format::Oci, &out).unwrap();
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// A case: a containerd, and a sentinel whose shim the case runs in
+
+struct Case {
+    containerd: Containerd,
+    /// The sandbox id the sentinel and the case's containers share, and so their shim.
+    group: String,
+    sentinel: String,
+    shim: i32,
+}
+
+impl Case {
+    /// A private containerd with hello and `images` imported, and the sentinel running.
+    fn new(images: &[&Path]) -> Case {
+        let containerd = Containerd::with_hello();
+        for image in images {
+            containerd.import(image);
+        }
+        let group = unique_id("pod");
+        let sentinel = unique_id("sentinel");
+        let annotation = format!("{SANDBOX_ANNOTATION}={group}");
+        let started = exec_bounded(
+            &mut containerd.run_command(&sentinel, HELLO_IMAGE, &["-d", "--annotation", &annotation], &["sleep", "600"]),
+            None,
+            CTR_TIMEOUT,
+        );
+        assert_eq!(started.code, 0, "starting the sentinel failed: {started:#?}");
+        let shim = shim_of(&containerd, &sentinel).expect("the sentinel's shim is not running");
+        Case { containerd, group, sentinel, shim }
+    }
+
+    /// `ctr run --rm IMAGE ID ARGV...` in the sentinel's shim; `argv` is the whole process.args.
+    fn run(&self, image: &str, opts: &[&str], argv: &[&str]) -> Out {
+        self.run_timed(image, opts, argv).0
+    }
+
+    fn run_timed(&self, image: &str, opts: &[&str], argv: &[&str]) -> (Out, Duration) {
+        let annotation = format!("{SANDBOX_ANNOTATION}={}", self.group);
+        let mut cmd = self.containerd.ctr_command(&["run", "--rm", "--platform", PLATFORM, "--runtime", RUNTIME]);
+        cmd.args(["--annotation", &annotation]).args(opts).args([image, &unique_id("hostile")]).args(argv);
+        let started = Instant::now();
+        let out = exec_bounded(&mut cmd, Some(""), CTR_TIMEOUT);
+        eprintln!("ctr run {opts:?} {image} {argv:?} -> {out:#?}");
+        (out, started.elapsed())
+    }
+
+    /// The case's shim survived and serves: same process, sentinel running, a next container
+    /// runs in it and one in a fresh shim; then the sentinel goes and nothing is left.
+    fn finish(self) {
+        assert_eq!(shim_of(&self.containerd, &self.sentinel), Some(self.shim), "the shim that ran the case is gone");
+        let sentinel = self.containerd.task(&self.sentinel).map(|(_, status)| status);
+        assert_eq!(sentinel.as_deref(), Some("RUNNING"), "the sentinel container did not survive the case");
+        let next = self.run(HELLO_IMAGE, &[], &[]);
+        assert_eq!((next.code, next.stdout.as_str()), (0, HELLO), "the case's shim does not serve the next container: {next:#?}");
+        let fresh = self.containerd.run(&[], &[]);
+        assert_eq!((fresh.code, fresh.stdout.as_str()), (0, HELLO), "a new shim does not serve: {fresh:#?}");
+
+        self.containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", &self.sentinel]);
+        wait_until("the sentinel to stop", Duration::from_secs(30), || {
+            self.containerd.task(&self.sentinel).is_some_and(|(_, status)| status == "STOPPED")
+        });
+        assert_eq!(self.containerd.delete_task(&self.sentinel), 137);
+        self.containerd.ctr_ok(&["container", "delete", &self.sentinel]);
+        self.containerd.assert_no_leftovers(&self.sentinel);
+    }
+}
+
+/// The pid of this containerd's shim daemon started for container `first` (the first container
+/// of a sandbox: the shim's `-id`; later ones join it by the sandbox id).
+fn shim_of(containerd: &Containerd, first: &str) -> Option<i32> {
+    let sock = containerd.sock().to_string_lossy().into_owned();
+    processes().into_iter().find_map(|(pid, argv)| {
+        let is_shim = argv.first().is_some_and(|a| a.ends_with("containerd-shim-wasmedge-v1"));
+        let serves = argv.windows(2).any(|w| w[0] == "-id" && w[1] == first) && argv.contains(&sock);
+        (is_shim && serves && !argv.iter().any(|a| a == "start" || a == "delete")).then_some(pid)
+    })
+}
+
+/// The one line a container's init prints when it fails (ctr passes the container's stderr on).
+fn assert_failure(out: &Out, code: i32, stderr: &str) {
+    assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (code, "", stderr), "{out:#?}");
+}
+
+/// `ctr run` refused at create: ctr's own error line, ending with the shim's reason.
+fn assert_create_refused(out: &Out, reason: &str) {
+    let expected = format!("ctr: failed to create shim task: {reason}\n");
+    assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (1, "", expected.as_str()), "{out:#?}");
+}
+
+/// Checks that do not stop at the first mismatch, so one run shows every case of a loop.
+#[derive(Default)]
+struct Checks(Vec<String>);
+
+impl Checks {
+    fn failure(&mut self, out: &Out, code: i32, stderr: &str) {
+        if (out.code, out.stdout.as_str(), out.stderr.as_str()) != (code, "", stderr) {
+            self.0.push(format!("expected {code} and stderr {stderr:?}, got {out:#?}"));
+        }
+    }
+
+    fn create_refused(&mut self, out: &Out, reason: &str) {
+        self.failure(out, 1, &format!("ctr: failed to create shim task: {reason}\n"));
+    }
+
+    fn done(self) {
+        assert!(self.0.is_empty(), "{} mismatches:\n{}", self.0.len(), self.0.join("\n"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Modules that cannot load
+
+#[test]
+fn empty_module_fails_to_load_with_126() {
+    // No magic, but the image says wasm (architecture wasm), so the engine gets to refuse it.
+    let (tar, image) = module_image("empty", b"");
+    let case = Case::new(&[&tar]);
+    let out = case.run(&image, &[], &["/app.wasm"]);
+    assert_failure(&out, 126, "wasmedge: cannot load module: unexpected end\n");
+    let out = case.run(&image, &["--annotation", WASM_HANDLER], &["/app.wasm"]);
+    assert_failure(&out, 126, "wasmedge: cannot load module: unexpected end\n");
+    case.finish();
+}
+
+#[test]
+fn truncated_module_fails_to_load_with_126() {
+    let hello = fs::read(hello_wasm()).unwrap();
+    let (tar, image) = module_image("truncated", &hello[..hello.len() / 2]);
+    let case = Case::new(&[&tar]);
+    let out = case.run(&image, &[], &["/app.wasm"]);
+    assert_failure(&out, 126, "wasmedge: cannot load module: length out of bounds\n");
+    case.finish();
+}
+
+#[test]
+fn random_bytes_after_the_wasm_magic_fail_to_load_with_126() {
+    let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+    bytes.extend(noise(64 * 1024, 0x5eed));
+    let (tar, image) = module_image("noise", &bytes);
+    let mut bad_version = b"\0asm".to_vec();
+    bad_version.extend(noise(4096, 42));
+    let (tar2, image2) = module_image("noise-version", &bad_version);
+    let case = Case::new(&[&tar, &tar2]);
+    let out = case.run(&image, &[], &["/app.wasm"]);
+    assert_failure(&out, 126, "wasmedge: cannot load module: malformed section id\n");
+    let out = case.run(&image2, &[], &["/app.wasm"]);
+    assert_failure(&out, 126, "wasmedge: cannot load module: unknown binary version\n");
+    case.finish();
+}
+
+#[test]
+fn unknown_import_fails_to_load_with_126() {
+    let module = wat(r#"(module
+        (import "env" "launch_missiles" (func $launch))
+        (func (export "_start") call $launch))"#);
+    let (tar, image) = module_image("unknown-import", &module);
+    let case = Case::new(&[&tar]);
+    let out = case.run(&image, &[], &["/app.wasm"]);
+    assert_failure(&out, 126, "wasmedge: cannot load module: unknown import\n");
+    case.finish();
+}
+
+#[test]
+#[ignore = "bug for the lead: a module without _start exits 134 `module trapped: Not found the target function (_start)`, README says 126"]
+fn module_without_start_fails_to_load_with_126() {
+    let (tar, image) = module_image("no-start", &wat(r#"(module (func (export "main")))"#));
+    let case = Case::new(&[&tar]);
+    let out = case.run(&image, &[], &["/app.wasm"]);
+    assert_failure(&out, 126, "wasmedge: cannot load module: the module exports no `_start` function\n");
+    case.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entrypoints that are not there, or not files
+
+#[test]
+fn missing_entrypoint_exits_127() {
+    let case = Case::new(&[]);
+    let out = case.run(HELLO_IMAGE, &[], &["/nope.wasm"]);
+    assert_failure(&out, 127, "wasmedge: entrypoint /nope.wasm not found in the container\n");
+    let out = case.run(HELLO_IMAGE, &["--annotation", WASM_HANDLER], &["/nope.wasm"]);
+    assert_failure(&out, 127, "wasmedge: entrypoint /nope.wasm not found in the container\n");
+    case.finish();
+}
+
+#[test]
+fn directory_as_entrypoint_fails_to_load_with_126() {
+    let case = Case::new(&[]);
+    let out = case.run(HELLO_IMAGE, &[], &["/data"]);
+    assert_failure(&out, 126, "wasmedge: cannot read entrypoint /data: Is a directory (os error 21)\n");
+    let out = case.run(HELLO_IMAGE, &["--annotation", WASM_HANDLER], &["/data"]);
+    assert_failure(&out, 126, "wasmedge: cannot read entrypoint /data: Is a directory (os error 21)\n");
+    case.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Size, memory, time, stack
+
+#[test]
+fn hundred_megabyte_module_runs() {
+    let hello = fs::read(hello_wasm()).unwrap();
+    let (tar, image) = module_image("100mb", &with_custom_section(&hello, 100 << 20));
+    let case = Case::new(&[&tar]);
+    let (out, took) = case.run_timed(&image, &["--memory-limit", MEMORY_64M], &["/app.wasm"]);
+    assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (0, HELLO, ""), "{out:#?}");
+    eprintln!("the 100 MB module ran in {took:?}");
+    case.finish();
+}
+
+#[test]
+fn memory_bomb_under_a_64_mib_limit_hits_the_engine_cap_first() {
+    // Grows linear memory a page at a time until memory.grow fails, then exits with the MiB it
+    // reached: the cap must be the container's limit, exactly.
+    let grow = wat(r#"(module
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory 1)
+        (func (export "_start")
+          (block $refused
+            (loop $more
+              (br_if $refused (i32.eq (memory.grow (i32.const 1)) (i32.const -1)))
+              (br $more)))
+          (call $exit (i32.div_u (memory.size) (i32.const 16)))))"#);
+    let (tar, grow_image) = module_image("grow", &grow);
+    let case = Case::new(&[&tar, hostile_image()]);
+    let out = case.run(&grow_image, &["--memory-limit", MEMORY_64M], &["/app.wasm"]);
+    assert_failure(&out, 64, "");
+
+    // A Rust program filling 1 MiB blocks: the allocator's failure aborts it (a trap), and the
+    // kernel's OOM killer (137) must not have come first.
+    let out = case.run(HOSTILE_IMAGE, &["--memory-limit", MEMORY_64M], &["/app.wasm", "membomb"]);
+    assert_failure(
+        &out,
+        134,
+        "memory allocation of 1048576 bytes failed\n\
+         note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\
+         wasmedge: module trapped: unreachable\n",
+    );
+
+    // The same program noticing the failure gets less than its limit and carries on.
+    let out = case.run(HOSTILE_IMAGE, &["--memory-limit", MEMORY_64M], &["/app.wasm", "membomb-try"]);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:#?}");
+    let mib: u32 = out.stdout.trim().strip_prefix("allocation failed after ").and_then(|s| s.strip_suffix(" MiB")).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{out:#?}"));
+    assert!((32..64).contains(&mib), "got {mib} MiB under a 64 MiB limit");
+    case.finish();
+}
+
+#[test]
+fn infinite_loop_under_a_2s_limit_exits_124() {
+    let (tar, image) = module_image("loop", &wat(r#"(module (func (export "_start") (loop $forever (br $forever))))"#));
+    let case = Case::new(&[&tar, hostile_image()]);
+    let (out, took) = case.run_timed(&image, &["--annotation", &format!("{TIME_LIMIT_ANNOTATION}=2s")], &["/app.wasm"]);
+    assert_failure(&out, 124, "wasmedge: time limit of 2s exceeded, module stopped\n");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(10), "stopped after {took:?}");
+
+    let (out, took) =
+        case.run_timed(HOSTILE_IMAGE, &["--annotation", &format!("{TIME_LIMIT_ANNOTATION}=1500ms")], &["/app.wasm", "spin"]);
+    assert_failure(&out, 124, "wasmedge: time limit of 1.5s exceeded, module stopped\n");
+    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(10), "stopped after {took:?}");
+    case.finish();
+}
+
+#[test]
+fn unbounded_recursion_ends_only_its_own_container() {
+    // WasmEdge's own call stack. It should trap (the ignored test below); it does not, so a time
+    // limit is the backstop here, and what this checks is that only this container suffers.
+    let (tar, image) = module_image("recursion", &wat(r#"(module (func $f (export "_start") call $f))"#));
+    let case = Case::new(&[&tar, hostile_image()]);
+    let out = case.run(&image, &["--annotation", &format!("{TIME_LIMIT_ANNOTATION}=5s")], &["/app.wasm"]);
+    assert!(out.code != 0 && out.stdout.is_empty(), "{out:#?}");
+    // Rust keeps its frames in linear memory: the stack pointer runs off the bottom of it.
+    let out = case.run(HOSTILE_IMAGE, &[], &["/app.wasm", "recurse"]);
+    assert_failure(&out, 134, "wasmedge: module trapped: out of bounds memory access\n");
+    case.finish();
+}
+
+#[test]
+#[ignore = "bug for the lead: unbounded wasm recursion never traps: the container process spins at 100% CPU until killed \
+            (at 25ede0e..1c9ceb6: SIGSEGV, exit 139, after `terminate called after throwing an instance of 'std::bad_alloc'`); \
+            README says 134 and one line"]
+fn unbounded_recursion_traps_with_134() {
+    let (tar, image) = module_image("recursion", &wat(r#"(module (func $f (export "_start") call $f))"#));
+    let case = Case::new(&[&tar]);
+    let annotation = format!("{SANDBOX_ANNOTATION}={}", case.group);
+    let mut cmd = case.containerd.ctr_command(&["run", "--rm", "--platform", PLATFORM, "--runtime", RUNTIME]);
+    let id = unique_id("recursion");
+    cmd.args(["--annotation", &annotation, &image, &id, "/app.wasm"]);
+    let out = exec(&mut cmd, Some(""), Duration::from_secs(20));
+    if out.is_err() {
+        // ctr was killed: stop what it left running, so the sentinel's shim can go at the end.
+        case.containerd.quiet_ctr(&["task", "kill", "-s", "SIGKILL", &id]);
+        wait_until("the stuck container to stop", Duration::from_secs(30), || {
+            case.containerd.task(&id).is_none_or(|(_, status)| status == "STOPPED")
+        });
+        case.containerd.quiet_ctr(&["task", "delete", &id]);
+        case.containerd.quiet_ctr(&["container", "delete", &id]);
+    }
+    case.finish();
+    let out = out.unwrap_or_else(|out| panic!("still running after 20s: {out:#?}"));
+    let one_line = out.stderr.starts_with("wasmedge: module trapped: ") && out.stderr.lines().count() == 1;
+    assert!(out.code == 134 && out.stdout.is_empty() && one_line, "{out:#?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host's files
+
+/// A file on the host that no container may read: (path, unique content).
+fn host_secret() -> (PathBuf, String) {
+    let content = format!("host secret {} {:?}\n", std::process::id(), Instant::now());
+    let path = scratch_dir().join("host-secret.txt");
+    fs::write(&path, &content).unwrap();
+    (path, content)
+}
+
+/// The host's own /etc/shadow lines, to make sure none shows up in a container's output.
+fn assert_nothing_of_the_host(out: &Out, secret: &str) {
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(!said.contains(secret.trim()), "the host's secret leaked: {out:#?}");
+    let shadow = fs::read_to_string("/etc/shadow").unwrap_or_default();
+    for line in shadow.lines().filter(|l| l.len() > 4) {
+        assert!(!said.contains(line), "the host's /etc/shadow leaked: {out:#?}");
+    }
+}
+
+#[test]
+fn dot_dot_paths_never_reach_the_host() {
+    let (secret_path, secret) = host_secret();
+    let case = Case::new(&[hostile_image()]);
+    // The secret, as seen from the container's rootfs (…/io.containerd.runtime.v2.task/NS/ID/rootfs).
+    let secret_abs = secret_path.display().to_string();
+    let secret_rel = format!("{}{}", "../".repeat(16), secret_abs.trim_start_matches('/'));
+    let mut checks = Checks::default();
+    for (path, reason) in [
+        ("../../../../etc/shadow", "Operation not permitted (os error 63)"),
+        ("/../../../../etc/shadow", "Operation not permitted (os error 63)"),
+        ("/etc/shadow", "No such file or directory (os error 44)"),
+        (&secret_rel, "Operation not permitted (os error 63)"),
+        (&secret_abs, "No such file or directory (os error 44)"),
+    ] {
+        let out = case.run(HOSTILE_IMAGE, &[], &["/app.wasm", "cat", path]);
+        assert_nothing_of_the_host(&out, &secret);
+        checks.failure(&out, 1, &format!("hostile: cat {path}: {reason}\n"));
+    }
+    // All the module sees at / is the image and the spec's mounts.
+    let out = case.run(HOSTILE_IMAGE, &[], &["/app.wasm", "ls", "/"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "app.wasm dev run\n"), "{out:#?}");
+    let out = case.run(HOSTILE_IMAGE, &[], &["/app.wasm", "ls", "/.."]);
+    assert_nothing_of_the_host(&out, &secret);
+    checks.failure(&out, 1, "hostile: ls /..: Operation not permitted (os error 63)\n");
+    checks.done();
+    case.finish();
+}
+
+#[test]
+fn symlinks_in_the_image_to_host_paths_stay_inside_the_container() {
+    let (secret_path, secret) = host_secret();
+    let host_module = scratch_dir().join("host-module.wasm");
+    fs::copy(hello_wasm(), &host_module).unwrap(); // would print Hello if it ran
+    let abs = |p: &Path| p.display().to_string();
+    let rel = |p: &Path| format!("{}{}", "../".repeat(16), abs(p).trim_start_matches('/'));
+    let (secret_abs, secret_rel) = (abs(&secret_path), rel(&secret_path));
+    let (module_abs, module_rel) = (abs(&host_module), rel(&host_module));
+    let scratch = abs(&scratch_dir());
+    let image_tag = "docker.io/library/hostile-symlinks:test";
+    let tar = image_with_layer(
+        image_tag,
+        hostile_module(),
+        &[
+            Entry::File("/etc/motd", b"inside the image\n"),
+            Entry::Symlink("/motd", "etc/motd"),
+            Entry::Symlink("/motd-abs", "/etc/motd"),
+            Entry::Symlink("/secret", &secret_abs),
+            Entry::Symlink("/secret-rel", &secret_rel),
+            Entry::Symlink("/host-dir", &scratch),
+            Entry::Symlink("/entry.wasm", &module_abs),
+            Entry::Symlink("/entry-rel.wasm", &module_rel),
+        ],
+    );
+    let case = Case::new(&[&tar]);
+
+    // A relative symlink that stays inside the image works.
+    let out = case.run(image_tag, &[], &["/app.wasm", "cat", "/motd"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "inside the image\n"), "{out:#?}");
+    let mut checks = Checks::default();
+    // WasmEdge's WASI refuses every absolute symlink, even one that would stay inside.
+    let out = case.run(image_tag, &[], &["/app.wasm", "cat", "/motd-abs"]);
+    checks.failure(&out, 1, "hostile: cat /motd-abs: Operation not permitted (os error 63)\n");
+    // Ones that point at the host do not reach it.
+    for (path, reason) in [
+        ("/secret", "Operation not permitted (os error 63)"),
+        ("/secret-rel", "Operation not permitted (os error 63)"),
+        ("/host-dir/host-secret.txt", "Operation not permitted (os error 63)"),
+    ] {
+        let out = case.run(image_tag, &[], &["/app.wasm", "cat", path]);
+        assert_nothing_of_the_host(&out, &secret);
+        checks.failure(&out, 1, &format!("hostile: cat {path}: {reason}\n"));
+    }
+    let out = case.run(image_tag, &[], &["/app.wasm", "ls", "/host-dir"]);
+    assert_nothing_of_the_host(&out, &secret);
+    checks.failure(&out, 1, "hostile: ls /host-dir: Operation not permitted (os error 63)\n");
+    // As the entrypoint, the host's module must not run.
+    for entry in ["/entry.wasm", "/entry-rel.wasm"] {
+        let out = case.run(image_tag, &[], &[entry]);
+        assert!(!out.stdout.contains("Hello"), "the host's module ran: {out:#?}");
+        checks.failure(&out, 127, &format!("wasmedge: entrypoint {entry} not found in the container\n"));
+    }
+    checks.done();
+    case.finish();
+}
+
+#[test]
+fn writes_to_read_only_mounts_and_rootfs_fail_and_leave_the_host_alone() {
+    let case = Case::new(&[hostile_image()]);
+    let host = tempfile::tempdir().unwrap();
+    let mut checks = Checks::default();
+    let ro = format!("type=bind,src={},dst=/mnt,options=rbind:ro", host.path().display());
+    let out = case.run(HOSTILE_IMAGE, &["--mount", &ro], &["/app.wasm", "write", "/mnt/out.txt", "x"]);
+    checks.failure(&out, 1, "hostile: write /mnt/out.txt: Capabilities insufficient (os error 76)\n");
+    assert!(!host.path().join("out.txt").exists(), "the write reached the host");
+
+    let out = case.run(HOSTILE_IMAGE, &["--read-only"], &["/app.wasm", "write", "/new.txt", "x"]);
+    checks.failure(&out, 1, "hostile: write /new.txt: Read-only file system (os error 69)\n");
+    checks.done();
+
+    // The same write to a read-write mount works: the refusals above are the mounts' doing.
+    let rw = format!("type=bind,src={},dst=/mnt,options=rbind:rw", host.path().display());
+    let out = case.run(HOSTILE_IMAGE, &["--mount", &rw], &["/app.wasm", "write", "/mnt/out.txt", "x"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "wrote /mnt/out.txt\n"), "{out:#?}");
+    assert_eq!(fs::read_to_string(host.path().join("out.txt")).unwrap(), "x");
+    case.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Specs and options
+
+#[test]
+fn bad_time_limit_annotations_are_refused_at_create() {
+    let case = Case::new(&[hostile_image()]);
+    for (value, reason) in [
+        ("soon", "annotation wasmedge.io/time-limit=soon: \"soon\" is not a duration like 30s or 500ms: cannot parse float from empty string"),
+        ("-1s", "annotation wasmedge.io/time-limit=-1s: \"-1s\" is not a duration like 30s or 500ms: cannot parse float from empty string"),
+        ("3 days", "annotation wasmedge.io/time-limit=3 days: \"3 days\" has an unknown unit (use ms, s, m or h)"),
+    ] {
+        let out = case.run(HOSTILE_IMAGE, &["--annotation", &format!("{TIME_LIMIT_ANNOTATION}={value}")], &["/app.wasm", "spin"]);
+        assert_create_refused(&out, reason);
+    }
+    case.finish();
+}
+
+#[test]
+#[ignore = "bug for the lead: a huge wasmedge.io/time-limit panics in parse_duration (Duration::from_secs_f64) inside the shim's Task.Create; ctr never gets an answer"]
+fn huge_time_limit_annotation_is_refused_at_create() {
+    let case = Case::new(&[hostile_image()]);
+    let mut outcomes = Vec::new();
+    for value in ["99999999999999999999s", "1e400s"] {
+        let annotation = format!("{TIME_LIMIT_ANNOTATION}={value}");
+        let mut cmd = case.containerd.ctr_command(&["run", "--rm", "--platform", PLATFORM, "--runtime", RUNTIME]);
+        cmd.args(["--annotation", &format!("{SANDBOX_ANNOTATION}={}", case.group), "--annotation", &annotation]);
+        cmd.args([HOSTILE_IMAGE, &unique_id("huge"), "/app.wasm", "spin"]);
+        outcomes.push((value, exec(&mut cmd, Some(""), Duration::from_secs(15))));
+    }
+    eprintln!("{outcomes:#?}");
+    // First whether the shim lived through it, then what ctr was told.
+    case.finish();
+    for (value, outcome) in outcomes {
+        let out = outcome.unwrap_or_else(|out| panic!("ctr run with {value} got no answer in 15s: {out:#?}"));
+        // The wording is the lead's to choose; the annotation and its value must lead it.
+        let prefix = format!("ctr: failed to create shim task: annotation wasmedge.io/time-limit={value}: ");
+        assert!(out.code == 1 && out.stderr.starts_with(&prefix) && out.stderr.trim_end().lines().count() == 1, "{out:#?}");
+    }
+}
+
+/// ctr's default spec (`ctr oci spec`) for a container of the hostile module at `rootfs`, in
+/// the case's shim: to be broken by the caller and passed with `ctr run --config`.
+fn base_spec(case: &Case, rootfs: &Path) -> serde_json::Value {
+    let spec = case.containerd.ctr_ok(&["oci", "spec"]);
+    let mut spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    spec["process"]["args"] = serde_json::json!(["/app.wasm", "ls", "/"]);
+    spec["process"]["terminal"] = serde_json::json!(false);
+    spec["root"] = serde_json::json!({"path": rootfs, "readonly": false});
+    spec["annotations"] = serde_json::json!({SANDBOX_ANNOTATION: case.group});
+    spec
+}
+
+impl Case {
+    /// `ctr run --rm --config FILE ID`: the whole spec comes from the file (no image). The
+    /// spec gets the container's own cgroup, as ctr gives one to an image's container.
+    fn run_config(&self, spec: &serde_json::Value) -> (Out, String) {
+        let id = unique_id("config");
+        let mut spec = spec.clone();
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{NAMESPACE}/{id}"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.json");
+        fs::write(&file, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+        let mut cmd = self.containerd.ctr_command(&["run", "--rm", "--runtime", RUNTIME, "--config"]);
+        cmd.arg(&file).arg(&id);
+        let out = exec_bounded(&mut cmd, Some(""), CTR_TIMEOUT);
+        eprintln!("ctr run --config {spec} -> {out:#?}");
+        (out, id)
+    }
+}
+
+type Breaker = Box<dyn Fn(&mut serde_json::Value)>;
+
+/// A rootfs directory with the hostile module at /app.wasm, for `ctr run --config`.
+fn hostile_rootfs() -> tempfile::TempDir {
+    let rootfs = tempfile::tempdir().unwrap();
+    fs::copy(hostile_module(), rootfs.path().join("app.wasm")).unwrap();
+    rootfs
+}
+
+#[test]
+fn malformed_config_json_is_refused_with_the_reason() {
+    let case = Case::new(&[]);
+    let rootfs = hostile_rootfs();
+    // The spec as given works (the shim makes the mount points of ctr's /dev and /run tmpfs):
+    // what follows is each one thing broken. Expected texts name the container as {id}.
+    let (out, _) = case.run_config(&base_spec(&case, rootfs.path()));
+    assert_eq!((out.code, out.stdout.as_str()), (0, "app.wasm dev run\n"), "{out:#?}");
+
+    let cases: Vec<(&str, Breaker, i32, &str)> = vec![
+        ("no process", Box::new(|s| drop(s.as_object_mut().unwrap().remove("process"))), 1, "config.json has no process"),
+        ("empty args", Box::new(|s| s["process"]["args"] = serde_json::json!([])), 1, "config.json: process.args is empty: no entrypoint"),
+        (
+            "negative memory limit",
+            Box::new(|s| s["linux"]["resources"]["memory"] = serde_json::json!({"limit": -5})),
+            1,
+            "setting limits on cgroup /test/{id}: Other: set mem limit: unable to write to a control group file \
+             memory.limit_in_bytes, value -5 caused by: Os { code: 22, kind: InvalidInput, message: \"Invalid argument\" }",
+        ),
+        (
+            "mount escaping the rootfs",
+            Box::new(|s| {
+                let escape = serde_json::json!({"destination": "/../../../../../../tmp/escaped", "type": "tmpfs", "source": "tmpfs"});
+                s["mounts"].as_array_mut().unwrap().push(escape)
+            }),
+            125,
+            "wasmedge: container setup failed: mount destination /../../../../../../tmp/escaped leaves the rootfs\n",
+        ),
+        (
+            "relative cwd",
+            Box::new(|s| s["process"]["cwd"] = serde_json::json!("nowhere/x")),
+            125,
+            "wasmedge: container setup failed: working directory nowhere/x does not exist: No such file or directory (os error 2)\n",
+        ),
+        (
+            "missing cwd",
+            Box::new(|s| s["process"]["cwd"] = serde_json::json!("/nowhere")),
+            125,
+            "wasmedge: container setup failed: working directory /nowhere does not exist: No such file or directory (os error 2)\n",
+        ),
+    ];
+    let mut checks = Checks::default();
+    for (what, break_it, code, reason) in cases {
+        let mut spec = base_spec(&case, rootfs.path());
+        break_it(&mut spec);
+        eprintln!("--- {what}");
+        let (out, id) = case.run_config(&spec);
+        let reason = reason.replace("{id}", &id);
+        if code == 1 {
+            checks.create_refused(&out, &reason);
+        } else {
+            checks.failure(&out, code, &reason);
+        }
+    }
+    assert!(!Path::new("/tmp/escaped").exists(), "a mount escaped the rootfs");
+    checks.done();
+    case.finish();
+}
+
+#[test]
+#[ignore = "bug for the lead: a config.json the Rust OCI types refuse is reported as `malformed config.json: serde failed`, without what or where"]
+fn config_json_the_shim_cannot_parse_is_refused_with_what_is_wrong() {
+    let case = Case::new(&[]);
+    let rootfs = hostile_rootfs();
+    let mut checks = Checks::default();
+    let cases: Vec<(Breaker, &str)> = vec![
+        (Box::new(|s| s["linux"]["namespaces"] = serde_json::json!([{"type": "bogus"}])), "bogus"),
+        (Box::new(|s| s["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_BOGUS", "hard": 1, "soft": 1}])), "RLIMIT_BOGUS"),
+        (Box::new(|s| s["process"]["capabilities"]["bounding"] = serde_json::json!(["CAP_BOGUS"])), "CAP_BOGUS"),
+    ];
+    for (break_it, culprit) in cases {
+        let mut spec = base_spec(&case, rootfs.path());
+        break_it(&mut spec);
+        let (out, _) = case.run_config(&spec);
+        let clear = out.code == 1
+            && out.stderr.starts_with("ctr: failed to create shim task: malformed config.json: ")
+            && out.stderr.contains(culprit)
+            && out.stderr.trim_end().lines().count() == 1;
+        if !clear {
+            checks.0.push(format!("no clear reason naming {culprit}: {out:#?}"));
+        }
+    }
+    checks.done();
+    case.finish();
+}
+
+#[test]
+fn malformed_runtime_options_are_refused_with_the_reason() {
+    let case = Case::new(&[hostile_image()]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("options.toml");
+    let with_options = |body: &[u8]| {
+        fs::write(&file, body).unwrap();
+        case.run(HOSTILE_IMAGE, &["--runtime-config-path", file.to_str().unwrap()], &["/app.wasm", "ls", "/"])
+    };
+    let mut checks = Checks::default();
+    // TOML's own messages span several lines (see the ignored test below): compare the first.
+    for (body, first_line) in [
+        (&b"this is = = not toml\n"[..], "malformed runtime options: TOML parse error at line 1, column 6"),
+        (b"time_limit = 30\n", "malformed runtime options: TOML parse error at line 1, column 14"),
+        (b"colour = \"blue\"\n", "malformed runtime options: TOML parse error at line 1, column 1"),
+    ] {
+        let out = with_options(body);
+        let got = out.stderr.lines().next().unwrap_or_default();
+        if (out.code, got) != (1, format!("ctr: failed to create shim task: {first_line}").as_str()) {
+            checks.0.push(format!("expected `{first_line}` first: {out:#?}"));
+        }
+    }
+    let out = with_options(b"time_limit = \"soon\"\n");
+    checks.create_refused(&out, "malformed runtime options: time_limit: \"soon\" is not a duration like 30s or 500ms: cannot parse float from empty string");
+    let out = with_options(b"\x00\x01\x02binary\xff");
+    checks.create_refused(&out, &format!("reading runtime options {}: stream did not contain valid UTF-8", file.display()));
+    let missing = dir.path().join("missing.toml");
+    let out = case.run(HOSTILE_IMAGE, &["--runtime-config-path", missing.to_str().unwrap()], &["/app.wasm", "ls", "/"]);
+    checks.create_refused(&out, &format!("reading runtime options {}: No such file or directory (os error 2)", missing.display()));
+    checks.done();
+
+    // A good file's time limit is the default for containers without the annotation.
+    fs::write(&file, "time_limit = \"1s\"\n").unwrap();
+    let (out, took) = case.run_timed(HOSTILE_IMAGE, &["--runtime-config-path", file.to_str().unwrap()], &["/app.wasm", "spin"]);
+    assert_failure(&out, 124, "wasmedge: time limit of 1s exceeded, module stopped\n");
+    assert!(took < Duration::from_secs(10), "stopped after {took:?}");
+    // The annotation overrides it.
+    let (out, _) = case.run_timed(
+        HOSTILE_IMAGE,
+        &["--runtime-config-path", file.to_str().unwrap(), "--annotation", &format!("{TIME_LIMIT_ANNOTATION}=2s")],
+        &["/app.wasm", "spin"],
+    );
+    assert_failure(&out, 124, "wasmedge: time limit of 2s exceeded, module stopped\n");
+    case.finish();
+}
+
+#[test]
+#[ignore = "bug for the lead: TOML errors in the runtime options reach containerd and ctr as several lines"]
+fn runtime_option_errors_are_one_line() {
+    let case = Case::new(&[hostile_image()]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("options.toml");
+    fs::write(&file, "time_limit = 30\n").unwrap();
+    let out = case.run(HOSTILE_IMAGE, &["--runtime-config-path", file.to_str().unwrap()], &["/app.wasm", "ls", "/"]);
+    assert_eq!(out.stderr.trim_end().lines().count(), 1, "{out:#?}");
+    assert!(out.stderr.starts_with("ctr: failed to create shim task: malformed runtime options: "), "{out:#?}");
+    case.finish();
+}
