@@ -54,11 +54,10 @@
       if (depth < 0) return name && name !== "Object" ? `[${name}]` : "[Object]";
       if (name && name !== "Object") prefix = name + " ";
     }
-    if (!Array.isArray(v) || true) {
-      for (const k of Object.keys(v)) {
-        if (Array.isArray(v) && /^\d+$/.test(k)) continue;
-        items.push(`${isIdent(k) ? k : quote(k)}: ${inner(v[k])}`);
-      }
+    // Own enumerable properties (an array's extra ones too).
+    for (const k of Object.keys(v)) {
+      if (Array.isArray(v) && /^\d+$/.test(k)) continue;
+      items.push(`${isIdent(k) ? k : quote(k)}: ${inner(v[k])}`);
     }
     if (items.length === 0) return prefix + (open === "[" ? "[]" : "{}");
     const oneLine = `${prefix}${open} ${items.join(", ")} ${close}`;
