@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------------
@@ -137,4 +137,51 @@ fn broken_module_fails_with_a_one_line_reason() {
     assert_ne!(out.code, 0, "{out:#?}");
     let reason: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(reason.len(), 1, "expected one line of reason on stderr: {out:#?}");
+}
+
+/// The file of `controller` (v1) or of the unified hierarchy (v2) in a process's cgroup.
+fn cgroup_file(pid: u32, controller: &str, v1_file: &str, v2_file: &str) -> PathBuf {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        if controllers.split(',').any(|c| c == controller) {
+            return PathBuf::from(format!("/sys/fs/cgroup/{controller}{path}/{v1_file}"));
+        }
+    }
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::")).expect("no cgroup of the process");
+    PathBuf::from(format!("/sys/fs/cgroup{path}/{v2_file}"))
+}
+
+#[test]
+fn memory_limit_pause_resume_and_metrics_act_on_the_containers_cgroup() {
+    let containerd = Containerd::with_hello();
+    let id = unique_id("limits");
+    let started = exec_bounded(
+        &mut containerd.run_command(&id, HELLO_IMAGE, &["-d", "--memory-limit", "268435456"], &["spin", "600"]),
+        None,
+        CTR_TIMEOUT,
+    );
+    assert_eq!(started.code, 0, "ctr run -d failed: {started:#?}");
+    let (pid, _) = containerd.task(&id).expect("task listed");
+    let limit = cgroup_file(pid, "memory", "memory.limit_in_bytes", "memory.max");
+    assert_eq!(std::fs::read_to_string(&limit).unwrap().trim(), "268435456", "the spec's memory limit");
+
+    containerd.ctr_ok(&["task", "pause", &id]);
+    assert_eq!(containerd.task(&id).unwrap().1, "PAUSED");
+    let freezer = cgroup_file(pid, "freezer", "freezer.state", "cgroup.freeze");
+    let frozen = std::fs::read_to_string(&freezer).unwrap();
+    assert!(frozen.trim() == "FROZEN" || frozen.trim() == "1", "freezer says {frozen:?}");
+    containerd.ctr_ok(&["task", "resume", &id]);
+    assert_eq!(containerd.task(&id).unwrap().1, "RUNNING");
+
+    let metrics = containerd.ctr_ok(&["task", "metrics", &id]);
+    assert!(metrics.contains("memory.usage_in_bytes") || metrics.contains("memory.usage"), "{metrics}");
+
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", &id]);
+    wait_until(&format!("{id} to stop"), Duration::from_secs(30), || {
+        containerd.task(&id).is_some_and(|(_, status)| status == "STOPPED")
+    });
+    assert_eq!(containerd.delete_task(&id), 137);
+    containerd.ctr_ok(&["container", "delete", &id]);
 }

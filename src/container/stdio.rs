@@ -27,10 +27,17 @@ const READER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Opens one end without blocking on a FIFO whose other side is not there yet, then makes it
 /// blocking again, because the module does plain blocking reads and writes. An empty path is
-/// /dev/null. The URI form (`file://`, `binary://`) is for other shims' log drivers.
+/// /dev/null. A `file://` URI (`ctr run --log-uri file://…`) is a log file, created if need be;
+/// `binary://` is for other shims' log drivers.
 fn open_end(path: &str, write: bool) -> Result<File> {
-    let path = if path.is_empty() { "/dev/null" } else { path.strip_prefix("file://").unwrap_or(path) };
-    let open = || OpenOptions::new().read(!write).write(write).custom_flags(libc::O_NONBLOCK).open(path);
+    let (path, log_file) = match path.strip_prefix("file://") {
+        Some(file) => (file, write),
+        None if path.is_empty() => ("/dev/null", false),
+        None => (path, false),
+    };
+    let open = || {
+        OpenOptions::new().read(!write).write(write).append(log_file).create(log_file).custom_flags(libc::O_NONBLOCK).open(path)
+    };
     let deadline = std::time::Instant::now() + READER_WAIT;
     let file = loop {
         match open() {

@@ -14,7 +14,7 @@ use containerd_shim::{
     api,
     monitor::{Subject, Topic},
     protos::{
-        events::task::{TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart},
+        events::task::{TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused, TaskResumed, TaskStart},
         protobuf::MessageDyn,
         topics,
         ttrpc::{self, Code},
@@ -25,6 +25,7 @@ use containerd_shim::{
 };
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -394,6 +395,19 @@ fn node_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The cgroup of a running container's process.
+fn cgroup_of(task: &Task) -> TtrpcResult<cgroups_rs::fs::Cgroup> {
+    let pid = task.init.running_pid().ok_or_else(|| rpc_error(Code::FAILED_PRECONDITION, format!("container {} is not running", task.id)))?;
+    containerd_shim::cgroup::get_cgroup(pid as u32).map_err(|e| rpc_error(Code::INTERNAL, e))
+}
+
+fn freezer(task: &Task) -> TtrpcResult<cgroups_rs::fs::freezer::FreezerController> {
+    let cg = cgroup_of(task)?;
+    cg.controller_of::<cgroups_rs::fs::freezer::FreezerController>()
+        .cloned()
+        .ok_or_else(|| rpc_error(Code::FAILED_PRECONDITION, format!("container {} has no freezer cgroup", task.id)))
+}
+
 fn status_of(status: Status) -> api::Status {
     match status {
         Status::Created => api::Status::CREATED,
@@ -447,7 +461,12 @@ impl containerd_shim::Task for Service {
             exec_id: req.exec_id.clone(),
             bundle: task.bundle.to_string_lossy().into_owned(),
             pid: state.pid.unwrap_or(0) as u32,
-            status: status_of(state.status()).into(),
+            status: if exec.is_none() && state.status() == Status::Running && task.paused.load(Ordering::SeqCst) {
+                api::Status::PAUSED
+            } else {
+                status_of(state.status())
+            }
+            .into(),
             stdin: process.io.stdin.clone(),
             stdout: process.io.stdout.clone(),
             stderr: process.io.stderr.clone(),
@@ -590,6 +609,35 @@ impl containerd_shim::Task for Service {
             convert_to_any(Box::new(metrics))
         };
         Ok(api::StatsResponse { stats: Some(stats.map_err(|e| rpc_error(Code::INTERNAL, e))?).into(), ..Default::default() })
+    }
+
+    fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
+        let task = self.task(&req.id)?;
+        freezer(&task)?.freeze().map_err(|e| rpc_error(Code::INTERNAL, format!("freezing {}: {e}", req.id)))?;
+        task.paused.store(true, Ordering::SeqCst);
+        self.publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(TaskPaused { container_id: req.id, ..Default::default() }));
+        Ok(api::Empty::default())
+    }
+
+    fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<api::Empty> {
+        let task = self.task(&req.id)?;
+        freezer(&task)?.thaw().map_err(|e| rpc_error(Code::INTERNAL, format!("thawing {}: {e}", req.id)))?;
+        task.paused.store(false, Ordering::SeqCst);
+        self.publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(TaskResumed { container_id: req.id, ..Default::default() }));
+        Ok(api::Empty::default())
+    }
+
+    /// New cgroup limits for a running container (`ctr task update`, `docker update`, CRI
+    /// UpdateContainerResources): containerd sends the OCI `LinuxResources` as JSON.
+    fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
+        let task = self.task(&req.id)?;
+        let any = req.resources.as_ref().ok_or_else(|| rpc_error(Code::INVALID_ARGUMENT, "update without resources"))?;
+        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
+            .map_err(|e| rpc_error(Code::INVALID_ARGUMENT, format!("malformed resources for {}: {e}", req.id)))?;
+        let cg = cgroup_of(&task)?;
+        containerd_shim::cgroup::update_resources(&cg, &resources).map_err(|e| rpc_error(Code::INTERNAL, format!("updating {}: {e}", req.id)))?;
+        log::info!("{}: resources updated", req.id);
+        Ok(api::Empty::default())
     }
 
     fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> TtrpcResult<api::ConnectResponse> {

@@ -121,6 +121,8 @@ pub struct Task {
     pub execs: Mutex<HashMap<String, Arc<Exec>>>,
     /// Whether the shim mounted the rootfs (and must unmount it).
     pub mounted_rootfs: bool,
+    /// Frozen by Task.Pause (the cgroup freezer), until Task.Resume.
+    pub paused: std::sync::atomic::AtomicBool,
 }
 
 impl Task {
@@ -133,6 +135,7 @@ impl Task {
             init,
             execs: Mutex::default(),
             mounted_rootfs,
+            paused: Default::default(),
         }
     }
 

@@ -36,6 +36,16 @@ fn main() {
             std::thread::sleep(std::time::Duration::from_secs(secs));
             println!("done");
         }
+        // Busy for SECS: never blocks in a WASI call, so it can be frozen and thawed (a frozen
+        // poll_oneoff comes back from WasmEdge as EINTR, which Rust's sleep treats as fatal).
+        (Some("spin"), [secs]) => {
+            let secs = secs.parse().unwrap_or_else(|_| fail("spin: bad seconds"));
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            println!("done");
+        }
         (Some("stderr"), words) => eprintln!("{}", words.join(" ")),
         (Some("pwd"), []) => match std::env::current_dir() {
             Ok(dir) => println!("{}", dir.display()),
