@@ -149,7 +149,7 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         "h" => n * 3600.0,
         _ => bail!("{s:?} has an unknown unit (use ms, s, m or h)"),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| anyhow::anyhow!("{s:?} is too long a duration"))
 }
 
 /// The names `/proc/PID/ns/` uses.

@@ -124,6 +124,9 @@ fn quiet_wasmedge_log() {
 /// Runs a prepared WASI command module to completion in this process; returns its exit code.
 pub fn run(prepared: Prepared, wasi: &WasiContext) -> Result<ExitCode, Failure> {
     let Prepared { module, config } = prepared;
+    if module.get_export("_start").is_none() {
+        return Err(Failure::Load("the module exports no `_start` function".into()));
+    }
     let mut wasi_module = wasi.create_module().map_err(|e| Failure::Load(format!("{e:#}")))?;
     let outcome = {
         let mut instances: HashMap<String, &mut dyn SyncInst> = HashMap::new();

@@ -47,7 +47,13 @@ pub fn engine_defaults(options: Option<&Any>) -> Result<EngineOptions> {
 }
 
 fn parse(text: &str) -> Result<EngineOptions> {
-    let file: FileOptions = toml::from_str(text)?;
+    // containerd shows a create error on one line; TOML's own message spans several.
+    let file: FileOptions = toml::from_str(text).map_err(|e| {
+        let at = e.span().map_or(0, |span| span.start).min(text.len());
+        let line = text[..at].matches('\n').count() + 1;
+        let column = at - text[..at].rfind('\n').map_or(0, |n| n + 1) + 1;
+        anyhow::anyhow!("TOML parse error at line {line}, column {column}: {}", e.message().trim().replace('\n', " "))
+    })?;
     let mut options = EngineOptions::default();
     if let Some(limit) = &file.time_limit {
         let limit = parse_duration(limit).context("time_limit")?;

@@ -196,9 +196,12 @@ impl Service {
     /// cgroup and stdio (the process starts at Task.Start), for Linux `runc create`.
     fn prepare(&self, req: &api::CreateTaskRequest) -> anyhow::Result<Task> {
         let bundle = Path::new(&req.bundle);
-        let spec = oci_spec::runtime::Spec::load(bundle.join("config.json"))
-            .map_err(|e| anyhow!("{e}"))
-            .context("malformed config.json")?;
+        let spec: oci_spec::runtime::Spec = {
+            let path = bundle.join("config.json");
+            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            // serde_json says what is wrong and where; oci-spec's own loader only "serde failed".
+            serde_json::from_slice(&bytes).context("malformed config.json")?
+        };
         let defaults = options::engine_defaults(req.options.as_ref())?;
         let launch = Launch::from_spec(&req.id, bundle, &spec, &defaults)?;
         if req.terminal {
