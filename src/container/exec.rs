@@ -7,17 +7,16 @@
 //! cgroup and its other namespaces (`/proc/PID/ns/*`), takes the container's root
 //! (`/proc/PID/root`) as its own, and runs the module with its own argv, environment, stdio and
 //! exit code.
+use super::outcome::{finish, read_module, ProcessError};
 use super::{cgroup, launch::MountKind, report, spawn, stdio::Stdio, Launch, LAUNCH_FD};
-use crate::engine::{self, EngineOptions, ExitCode, Failure, WasiContext};
+use crate::engine::{self, EngineOptions, ExitCode, WasiContext};
 use anyhow::{bail, Context, Result};
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sched::{setns, CloneFlags};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The first argument that turns the shim binary into an exec process.
 pub const EXEC_ARG: &str = "exec";
@@ -78,55 +77,19 @@ pub fn spawn(plan: &ExecPlan, stdio: &Stdio) -> Result<Pid> {
     spawn::clone_self(EXEC_ARG, &plan.name, fd, stdio, CloneFlags::empty(), Some(&pid_ns))
 }
 
-enum ExecError {
-    Setup(anyhow::Error),
-    NotFound(PathBuf),
-    Unreadable(PathBuf, std::io::Error),
-    Module(Failure),
-}
-
-impl ExecError {
-    fn exit_code(&self) -> ExitCode {
-        match self {
-            ExecError::Setup(_) => ExitCode::SETUP_ERROR,
-            ExecError::NotFound(_) => ExitCode::NOT_FOUND,
-            ExecError::Unreadable(..) => ExitCode::LOAD_ERROR,
-            ExecError::Module(f) => f.exit_code(),
-        }
-    }
-}
-
-impl std::fmt::Display for ExecError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExecError::Setup(e) => write!(f, "exec setup failed: {e:#}"),
-            ExecError::NotFound(p) => write!(f, "entrypoint {} not found in the container", p.display()),
-            ExecError::Unreadable(p, e) => write!(f, "cannot read entrypoint {}: {e}", p.display()),
-            ExecError::Module(e) => write!(f, "{e}"),
-        }
-    }
-}
-
 /// The exec process's main: never returns, exits like a container process (same exit codes,
 /// one line of reason on its stderr).
 pub fn main() -> ! {
     report::log_to_shim(unsafe { File::from_raw_fd(report::REPORT_FD) });
-    let code = match run() {
-        Ok(code) => code,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "wasmedge: {}", e.to_string().replace('\n', " "));
-            e.exit_code()
-        }
-    };
-    crate::engine::exit_now(code)
+    finish("exec", run())
 }
 
-fn run() -> Result<ExitCode, ExecError> {
+fn run() -> Result<ExitCode, ProcessError> {
     let plan: ExecPlan = serde_json::from_reader(unsafe { File::from_raw_fd(LAUNCH_FD) })
         .context("reading the exec plan")
-        .map_err(ExecError::Setup)?;
+        .map_err(ProcessError::Setup)?;
     let proc_dir = PathBuf::from(format!("/proc/{}", plan.pid));
-    let setup = |e: anyhow::Error| ExecError::Setup(e.context(format!("entering container process {}", plan.pid)));
+    let setup = |e: anyhow::Error| ProcessError::Setup(e.context(format!("entering container process {}", plan.pid)));
     // Everything of the container is opened first: /proc is the host's only until we move.
     let root = File::open(proc_dir.join("root")).context("opening its root").map_err(setup)?;
     let namespaces = JOINED
@@ -139,7 +102,7 @@ fn run() -> Result<ExitCode, ExecError> {
     // Loaded (and AOT-compiled) outside the cgroup, as init does: compiling must not count
     // against the container's memory limit.
     let module = read_module(&root, &plan.entrypoint)?;
-    let prepared = engine::prepare(&module, &plan.engine).map_err(ExecError::Module)?;
+    let prepared = engine::prepare(&module, &plan.engine).map_err(ProcessError::Module)?;
     drop(module);
 
     if let Some(path) = &plan.cgroup {
@@ -151,9 +114,9 @@ fn run() -> Result<ExitCode, ExecError> {
     enter(&root, mnt).map_err(setup)?;
     std::env::set_current_dir(&plan.cwd)
         .with_context(|| format!("working directory {} does not exist", plan.cwd.display()))
-        .map_err(ExecError::Setup)?;
-    nix::sys::prctl::set_no_new_privs().context("setting no_new_privs").map_err(ExecError::Setup)?;
-    engine::run(prepared, &plan.wasi).map_err(ExecError::Module)
+        .map_err(ProcessError::Setup)?;
+    nix::sys::prctl::set_no_new_privs().context("setting no_new_privs").map_err(ProcessError::Setup)?;
+    engine::run(prepared, &plan.wasi).map_err(ProcessError::Module)
 }
 
 /// Takes the container's root (with the container's mounts on it) as this process's root. The
@@ -167,19 +130,6 @@ fn enter(root: &File, mnt: File) -> Result<()> {
     nix::unistd::chroot(".").context("chroot into its root")?;
     std::env::set_current_dir("/").context("chdir /")?;
     Ok(())
-}
-
-/// Reads the module through the container's root: symlinks resolve inside it.
-fn read_module(root: &File, path: &Path) -> Result<Vec<u8>, ExecError> {
-    let how = OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
-    let read = openat2(root, path.strip_prefix("/").unwrap_or(path), how).map_err(std::io::Error::from).and_then(|fd| {
-        let mut bytes = Vec::new();
-        File::from(fd).read_to_end(&mut bytes).map(|_| bytes)
-    });
-    read.map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ExecError::NotFound(path.to_path_buf()),
-        _ => ExecError::Unreadable(path.to_path_buf(), e),
-    })
 }
 
 #[cfg(test)]
@@ -199,7 +149,7 @@ mod tests {
             "linux": {"cgroupsPath": "/test/c1"}
         }))
         .unwrap();
-        Launch::from_spec("c1", Path::new("/b"), &spec, &EngineOptions::default()).unwrap()
+        Launch::from_spec("c1", std::path::Path::new("/b"), &spec, &EngineOptions::default()).unwrap()
     }
 
     #[test]

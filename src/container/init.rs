@@ -2,96 +2,48 @@
 //! namespaces, with stdio on fds 0-2, the launch plan on fd 3 and its log pipe on fd 4. It
 //! builds its filesystem view, loads the module (AOT cache), joins its cgroup, pivots into the
 //! rootfs, then runs the module and exits with its code.
+use super::outcome::{finish, read_module, ProcessError};
 use super::{cgroup, launch::MountKind, report, Launch, LAUNCH_FD};
-use crate::engine::{self, ExitCode, Failure};
+use crate::engine::{self, ExitCode};
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use std::fs::File;
-use std::io::{Read, Write};
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use std::os::fd::FromRawFd;
 use std::sync::OnceLock;
 use std::path::{Component, Path, PathBuf};
 
-enum InitError {
-    Setup(anyhow::Error),
-    NotFound(PathBuf),
-    Unreadable(PathBuf, std::io::Error),
-    Module(Failure),
-}
-
-impl InitError {
-    fn exit_code(&self) -> ExitCode {
-        match self {
-            InitError::Setup(_) => ExitCode::SETUP_ERROR,
-            InitError::NotFound(_) => ExitCode::NOT_FOUND,
-            InitError::Unreadable(..) => ExitCode::LOAD_ERROR,
-            InitError::Module(f) => f.exit_code(),
-        }
-    }
-}
-
-impl std::fmt::Display for InitError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            InitError::Setup(e) => write!(f, "container setup failed: {e:#}"),
-            InitError::NotFound(p) => write!(f, "entrypoint {} not found in the container", p.display()),
-            InitError::Unreadable(p, e) => write!(f, "cannot read entrypoint {}: {e}", p.display()),
-            InitError::Module(e) => write!(f, "{e}"),
-        }
-    }
-}
-
 /// Never returns: the process ends with the module's exit code, or a documented code and a
 /// one-line reason on the container's stderr.
 pub fn main() -> ! {
-    let code = match run() {
-        Ok(code) => code,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "wasmedge: {}", e.to_string().replace('\n', " "));
-            e.exit_code()
-        }
-    };
-    crate::engine::exit_now(code)
+    finish("container", run())
 }
 
-fn run() -> Result<ExitCode, InitError> {
+fn run() -> Result<ExitCode, ProcessError> {
     end_on_stop_signals();
     report::log_to_shim(unsafe { File::from_raw_fd(report::REPORT_FD) });
     let launch: Launch = serde_json::from_reader(unsafe { File::from_raw_fd(LAUNCH_FD) })
         .context("reading the launch plan")
-        .map_err(InitError::Setup)?;
-    join_namespaces(&launch).map_err(InitError::Setup)?;
-    build_rootfs(&launch).map_err(InitError::Setup)?;
+        .map_err(ProcessError::Setup)?;
+    join_namespaces(&launch).map_err(ProcessError::Setup)?;
+    build_rootfs(&launch).map_err(ProcessError::Setup)?;
     // The module is read and compiled before the process joins its cgroup: compiling a large
     // module must not count against, or fail under, the container's memory limit.
     let module = read_entrypoint(&launch)?;
-    let prepared = engine::prepare(&module, &launch.engine).map_err(InitError::Module)?;
+    let prepared = engine::prepare(&module, &launch.engine).map_err(ProcessError::Module)?;
     drop(module);
-    confine(&launch).map_err(InitError::Setup)?;
+    confine(&launch).map_err(ProcessError::Setup)?;
     if let Some(limit) = launch.engine.limits.time_limit {
         arm_time_limit(limit);
     }
-    engine::run(prepared, &launch.wasi).map_err(InitError::Module)
+    engine::run(prepared, &launch.wasi).map_err(ProcessError::Module)
 }
 
-/// Reads the module inside the rootfs (a symlink in the image resolves within it, never to a
-/// host file).
-fn read_entrypoint(launch: &Launch) -> Result<Vec<u8>, InitError> {
-    let path = &launch.entrypoint;
-    let how = OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
-    let root = File::open(&launch.rootfs).with_context(|| format!("opening {}", launch.rootfs.display())).map_err(InitError::Setup)?;
-    let read = openat2(&root, path.strip_prefix("/").unwrap_or(path), how)
-        .map_err(std::io::Error::from)
-        .and_then(|fd| {
-            let mut bytes = Vec::new();
-            File::from(fd).read_to_end(&mut bytes).map(|_| bytes)
-        });
-    read.map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => InitError::NotFound(path.clone()),
-        _ => InitError::Unreadable(path.clone(), e),
-    })
+fn read_entrypoint(launch: &Launch) -> Result<Vec<u8>, ProcessError> {
+    let root = File::open(&launch.rootfs)
+        .with_context(|| format!("opening {}", launch.rootfs.display()))
+        .map_err(ProcessError::Setup)?;
+    read_module(&root, &launch.entrypoint)
 }
 
 /// Stops the process when its time is up, with a line on its stderr: a wall-clock timer in the

@@ -8,6 +8,7 @@ pub mod exec;
 pub mod init;
 pub mod launch;
 pub mod linux;
+pub mod outcome;
 pub mod report;
 pub mod rootfs;
 pub mod security;

@@ -1,0 +1,58 @@
+//! How a container process (init or exec) ends: the module's exit code, or one of the documented
+//! codes with a one-line reason on the process's stderr.
+use crate::engine::{self, ExitCode, Failure};
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+pub enum ProcessError {
+    Setup(anyhow::Error),
+    NotFound(PathBuf),
+    Unreadable(PathBuf, std::io::Error),
+    Module(Failure),
+}
+
+impl ProcessError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            ProcessError::Setup(_) => ExitCode::SETUP_ERROR,
+            ProcessError::NotFound(_) => ExitCode::NOT_FOUND,
+            ProcessError::Unreadable(..) => ExitCode::LOAD_ERROR,
+            ProcessError::Module(f) => f.exit_code(),
+        }
+    }
+
+    /// `kind` names the process in setup failures: `container` or `exec`.
+    fn message(&self, kind: &str) -> String {
+        match self {
+            ProcessError::Setup(e) => format!("{kind} setup failed: {e:#}"),
+            ProcessError::NotFound(p) => format!("entrypoint {} not found in the container", p.display()),
+            ProcessError::Unreadable(p, e) => format!("cannot read entrypoint {}: {e}", p.display()),
+            ProcessError::Module(e) => e.to_string(),
+        }
+    }
+}
+
+/// Ends the process with the outcome of its run.
+pub fn finish(kind: &str, outcome: Result<ExitCode, ProcessError>) -> ! {
+    let code = outcome.unwrap_or_else(|e| {
+        let _ = writeln!(std::io::stderr(), "wasmedge: {}", e.message(kind).replace('\n', " "));
+        e.exit_code()
+    });
+    engine::exit_now(code)
+}
+
+/// Reads the module at `path` inside `root`: symlinks in the image resolve within it, never to a
+/// host file.
+pub fn read_module(root: &File, path: &Path) -> Result<Vec<u8>, ProcessError> {
+    let how = OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    let read = openat2(root, path.strip_prefix("/").unwrap_or(path), how).map_err(std::io::Error::from).and_then(|fd| {
+        let mut bytes = Vec::new();
+        File::from(fd).read_to_end(&mut bytes).map(|_| bytes)
+    });
+    read.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ProcessError::NotFound(path.to_path_buf()),
+        _ => ProcessError::Unreadable(path.to_path_buf(), e),
+    })
+}
