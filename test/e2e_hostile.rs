@@ -14,7 +14,6 @@ use oci_spec::image::MediaType;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -29,24 +28,6 @@ const MEMORY_64M: &str = "67108864";
 
 // ---------------------------------------------------------------------------------------------
 // Modules and images
-
-/// images/NAME built for wasm32-wasip1 (a standalone crate, like images/hello).
-fn example_module(name: &str) -> PathBuf {
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("images").join(name);
-    let target_dir = crate_dir.join("target"); // explicit: ignore any CARGO_TARGET_DIR
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = exec_bounded(
-        Command::new(cargo)
-            .args(["build", "--release", "--offline", "--target", "wasm32-wasip1", "--manifest-path"])
-            .arg(crate_dir.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir),
-        None,
-        Duration::from_secs(300),
-    );
-    assert_eq!(out.code, 0, "building images/{name} failed:\n{}", out.stderr);
-    target_dir.join(format!("wasm32-wasip1/release/{name}.wasm"))
-}
 
 /// images/hostile: membomb, membomb-try, spin, recurse, cat, write, ls.
 fn hostile_module() -> &'static Path {

@@ -117,25 +117,28 @@ pub fn scratch_dir() -> PathBuf {
     dir
 }
 
+/// images/NAME built for wasm32-wasip1 (a standalone crate, like images/hello).
+pub fn example_module(name: &str) -> PathBuf {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("images").join(name);
+    let target_dir = crate_dir.join("target"); // explicit: ignore any CARGO_TARGET_DIR
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = exec_bounded(
+        Command::new(cargo)
+            .args(["build", "--release", "--offline", "--target", "wasm32-wasip1", "--manifest-path"])
+            .arg(crate_dir.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir),
+        None,
+        Duration::from_secs(300),
+    );
+    assert_eq!(out.code, 0, "building images/{name} failed:\n{}", out.stderr);
+    target_dir.join(format!("wasm32-wasip1/release/{name}.wasm"))
+}
+
 /// images/hello built for wasm32-wasip1.
 pub fn hello_wasm() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/hello");
-        let target_dir = crate_dir.join("target"); // explicit: ignore any CARGO_TARGET_DIR
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = exec_bounded(
-            Command::new(cargo)
-                .args(["build", "--release", "--offline", "--target", "wasm32-wasip1", "--manifest-path"])
-                .arg(crate_dir.join("Cargo.toml"))
-                .arg("--target-dir")
-                .arg(&target_dir),
-            None,
-            Duration::from_secs(300),
-        );
-        assert_eq!(out.code, 0, "building images/hello failed:\n{}", out.stderr);
-        target_dir.join("wasm32-wasip1/release/hello.wasm")
-    })
+    WASM.get_or_init(|| example_module("hello"))
 }
 
 /// Packs `module` as /app.wasm plus `files` (HOSTPATH:IMAGEPATH) into an OCI tarball.
