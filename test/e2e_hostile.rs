@@ -593,13 +593,13 @@ fn huge_time_limit_annotation_is_refused_at_create() {
         let mut cmd = case.containerd.ctr_command(&["run", "--rm", "--platform", PLATFORM, "--runtime", RUNTIME]);
         cmd.args(["--annotation", &format!("{SANDBOX_ANNOTATION}={}", case.group), "--annotation", &annotation]);
         cmd.args([HOSTILE_IMAGE, &unique_id("huge"), "/app.wasm", "spin"]);
-        outcomes.push((value, exec(&mut cmd, Some(""), Duration::from_secs(15))));
+        outcomes.push((value, exec(&mut cmd, Some(""), CTR_TIMEOUT)));
     }
     eprintln!("{outcomes:#?}");
     // First whether the shim lived through it, then what ctr was told.
     case.finish();
     for (value, outcome) in outcomes {
-        let out = outcome.unwrap_or_else(|out| panic!("ctr run with {value} got no answer in 15s: {out:#?}"));
+        let out = outcome.unwrap_or_else(|out| panic!("ctr run with {value} got no answer in {CTR_TIMEOUT:?}: {out:#?}"));
         // The wording is the lead's to choose; the annotation and its value must lead it.
         let prefix = format!("ctr: failed to create shim task: annotation wasmedge.io/time-limit={value}: ");
         assert!(out.code == 1 && out.stderr.starts_with(&prefix) && out.stderr.trim_end().lines().count() == 1, "{out:#?}");
