@@ -300,27 +300,12 @@ impl Cri {
     }
 }
 
-/// containerd with its CRI plugin: runtime handler `wasmedge` for this shim, our busybox image
-/// as the pause image, no NRI (it would share /var/run/nri with any other containerd).
+/// The tests' containerd config with its CRI plugin back on: runtime handler `wasmedge` for this
+/// shim, our busybox image as the pause image.
 fn cri_config(root: &Path, state: &Path, sock: &Path) -> String {
+    let base = config_toml(root, state, sock).replace("  \"io.containerd.grpc.v1.cri\",\n", "");
     format!(
-        r#"version = 3
-root = "{root}"
-state = "{state}"
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.erofs",
-  "io.containerd.nri.v1.nri",
-]
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{sock}.ttrpc"
-
+        r#"{base}
 [plugins.'io.containerd.cri.v1.images'.pinned_images]
   sandbox = "{BUSYBOX_IMAGE}"
 
@@ -334,10 +319,7 @@ disabled_plugins = [
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
-"#,
-        root = root.display(),
-        state = state.display(),
-        sock = sock.display(),
+"#
     )
 }
 
