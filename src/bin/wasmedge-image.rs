@@ -2,7 +2,6 @@
 //! `containerd_shim_wasmedge::image::writer` and, for building from source, in `src/build`
 //! (compiled into this binary only); this is only argument handling.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -62,18 +61,8 @@ struct PackArgs {
     /// Extra file for the layer.
     #[arg(long = "file", value_name = "HOSTPATH:IMAGEPATH")]
     files: Vec<String>,
-    /// Environment variable of the image config.
-    #[arg(long = "env", value_name = "K=V")]
-    env: Vec<String>,
-    /// Working directory of the image config.
-    #[arg(long)]
-    workdir: Option<String>,
-    /// Manifest annotation (overrides the default module.wasm.image/variant=compat-smart).
-    #[arg(long = "annotation", value_name = "K=V")]
-    annotations: Vec<String>,
-    /// Argument passed to the module (the image's Cmd); repeat for several.
-    #[arg(long = "arg", value_name = "X", allow_hyphen_values = true)]
-    args: Vec<String>,
+    #[command(flatten)]
+    config: build::cli::ImageConfigArgs,
     /// Write the CNCF wasm artifact layout instead: the module alone as an application/wasm
     /// layer. It has no files, env, workdir or args; run it with its path as the command
     /// (`ctr run ... IMAGE ID /app.wasm`), where the shim puts the module.
@@ -117,13 +106,7 @@ fn pack(a: PackArgs) -> Result<()> {
             mode,
         });
     }
-    let mut annotations = BTreeMap::new();
-    for kv in &a.annotations {
-        match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => annotations.insert(k.to_string(), v.to_string()),
-            _ => bail!("--annotation {kv:?} is not K=V"),
-        };
-    }
+    let annotations = a.config.annotations()?;
     if a.artifact {
         let spec = ArtifactSpec {
             reference: a.tag,
@@ -140,9 +123,9 @@ fn pack(a: PackArgs) -> Result<()> {
         reference: a.tag,
         files,
         entrypoint: vec![a.entrypoint],
-        cmd: a.args,
-        env: a.env,
-        working_dir: a.workdir,
+        cmd: a.config.args,
+        env: a.config.env,
+        working_dir: a.config.workdir,
         annotations,
         created: None,
         base_layers: Vec::new(),

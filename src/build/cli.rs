@@ -105,18 +105,38 @@ pub struct BuildArgs {
     /// Entrypoint of the image, replacing the language's (repeat for several words).
     #[arg(long = "entrypoint", value_name = "X")]
     entrypoint: Vec<String>,
+    #[command(flatten)]
+    config: ImageConfigArgs,
+}
+
+/// What goes into the image's config and manifest, for `build` and `pack` alike.
+#[derive(Args)]
+pub struct ImageConfigArgs {
     /// Argument passed to the program (the image's Cmd); repeat for several.
     #[arg(long = "arg", value_name = "X", allow_hyphen_values = true)]
-    args: Vec<String>,
+    pub args: Vec<String>,
     /// Environment variable of the image config.
     #[arg(long = "env", value_name = "K=V")]
-    env: Vec<String>,
+    pub env: Vec<String>,
     /// Working directory of the image config.
     #[arg(long)]
-    workdir: Option<String>,
+    pub workdir: Option<String>,
     /// Manifest annotation (overrides the default module.wasm.image/variant=compat-smart).
     #[arg(long = "annotation", value_name = "K=V")]
-    annotations: Vec<String>,
+    pub annotations: Vec<String>,
+}
+
+impl ImageConfigArgs {
+    pub fn annotations(&self) -> Result<BTreeMap<String, String>> {
+        let mut annotations = BTreeMap::new();
+        for kv in &self.annotations {
+            match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => annotations.insert(k.to_string(), v.to_string()),
+                _ => bail!("--annotation {kv:?} is not K=V"),
+            };
+        }
+        Ok(annotations)
+    }
 }
 
 pub fn build(a: BuildArgs) -> Result<()> {
@@ -125,10 +145,10 @@ pub fn build(a: BuildArgs) -> Result<()> {
     }
     let (mut opts, dirs) = a.compile.options()?;
     opts.entrypoint = (!a.entrypoint.is_empty()).then(|| a.entrypoint.clone());
-    opts.args = a.args.clone();
-    opts.env = a.env.clone();
-    opts.workdir = a.workdir.clone();
-    opts.annotations = parse_annotations(&a.annotations)?;
+    opts.args = a.config.args.clone();
+    opts.env = a.config.env.clone();
+    opts.workdir = a.config.workdir.clone();
+    opts.annotations = a.config.annotations()?;
     let built = super::build(&a.src, &opts, &dirs)?;
     let image = &built.image;
     let size: u64 = image.layers().iter().map(|l| l.data.len() as u64).sum();
@@ -158,17 +178,6 @@ pub fn build(a: BuildArgs) -> Result<()> {
     }
     println!("{} {}", image.reference, image.manifest.digest);
     Ok(())
-}
-
-fn parse_annotations(list: &[String]) -> Result<BTreeMap<String, String>> {
-    let mut annotations = BTreeMap::new();
-    for kv in list {
-        match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => annotations.insert(k.to_string(), v.to_string()),
-            _ => bail!("--annotation {kv:?} is not K=V"),
-        };
-    }
-    Ok(annotations)
 }
 
 #[derive(Args)]
