@@ -41,6 +41,15 @@ impl containerd_shim::Shim for Shim {
             .ok()
             .and_then(|s| s.annotations().as_ref()?.get(SANDBOX_ANNOTATION).cloned())
             .unwrap_or_else(|| opts.id.clone());
+        // A pod's shim that already serves is named here, without spawning a server process
+        // that would only find the socket taken, probe it and exit: one process less on every
+        // pod container's start, and none of that process's start-up (log pipe, connection to
+        // containerd) that could stall the `start` containerd waits for.
+        let address = opts.socket_address(&grouping);
+        if grouping != opts.id && serving(&address) {
+            containerd_shim::util::write_address(&address)?;
+            return Ok(address);
+        }
         let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
         Ok(address)
     }
@@ -65,3 +74,8 @@ impl containerd_shim::Shim for Shim {
     }
 }
 
+
+/// Whether a shim listens on `address` (`unix://PATH`).
+fn serving(address: &str) -> bool {
+    std::os::unix::net::UnixStream::connect(address.trim_start_matches("unix://")).is_ok()
+}

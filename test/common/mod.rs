@@ -56,6 +56,7 @@ pub fn exec(cmd: &mut Command, stdin: Option<&str>, timeout: Duration) -> Result
     let status = wait_timeout(&mut child, timeout);
     let killed = status.is_none();
     let status = status.unwrap_or_else(|| {
+        eprintln!("{cmd:?} timed out; the runtime's processes then:\n{}", runtime_processes());
         let _ = child.kill();
         child.wait().unwrap()
     });
@@ -65,6 +66,26 @@ pub fn exec(cmd: &mut Command, stdin: Option<&str>, timeout: Duration) -> Result
     } else {
         Ok(out)
     }
+}
+
+/// pid, parent, state, kernel wait channel and command line of every containerd, ctr, shim, runc
+/// and container process: where a hang sits, for the failure message.
+fn runtime_processes() -> String {
+    let mut lines = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let dir = entry.path();
+        let cmdline = fs::read(dir.join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !["ctr", "containerd", "runc", "wasmedge"].iter().any(|name| cmdline.contains(name)) {
+            continue;
+        }
+        let stat = fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // The fields after the command name: state, parent pid.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().take(2).collect();
+        let wchan = fs::read_to_string(dir.join("wchan")).unwrap_or_default();
+        lines.push(format!("{} {} {wchan} {cmdline}", entry.file_name().to_string_lossy(), fields.join(" ")));
+    }
+    lines.join("\n")
 }
 
 /// Like [`exec`], but a timeout fails the test.
