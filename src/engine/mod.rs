@@ -171,7 +171,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let module = module.to_vec();
         let aot_dir = dir.path().to_path_buf();
-        std::thread::Builder::new()
+        let outcomes = std::thread::Builder::new()
             .stack_size(8 << 20)
             .spawn(move || {
                 [Some(aot_dir), None]
@@ -188,7 +188,10 @@ mod tests {
             })
             .unwrap()
             .join()
-            .unwrap()
+            .unwrap();
+        let compiled = std::fs::read_dir(dir.path()).unwrap().any(|e| e.unwrap().path().extension() == Some("so".as_ref()));
+        assert!(compiled, "the module ran in the interpreter only");
+        outcomes
     }
 
     #[test]
