@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------------
@@ -137,20 +137,6 @@ fn broken_module_fails_with_a_one_line_reason() {
     assert_ne!(out.code, 0, "{out:#?}");
     let reason: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(reason.len(), 1, "expected one line of reason on stderr: {out:#?}");
-}
-
-/// The file of `controller` (v1) or of the unified hierarchy (v2) in a process's cgroup.
-fn cgroup_file(pid: u32, controller: &str, v1_file: &str, v2_file: &str) -> PathBuf {
-    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    for line in cgroups.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
-        if controllers.split(',').any(|c| c == controller) {
-            return PathBuf::from(format!("/sys/fs/cgroup/{controller}{path}/{v1_file}"));
-        }
-    }
-    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::")).expect("no cgroup of the process");
-    PathBuf::from(format!("/sys/fs/cgroup{path}/{v2_file}"))
 }
 
 #[test]

@@ -291,6 +291,29 @@ fn docker_detached_container_logs_stats_exec_and_stops() {
     });
 }
 
+#[test]
+fn docker_update_changes_the_limits_of_a_running_container() {
+    let docker = Docker::with(&[docker_hello()]);
+    let mut cmd = docker.command(&["run", "-d", "--name", "updated", "--memory", "64m", "--cpus", "0.5"]);
+    cmd.args(WASM).arg(DOCKER_HELLO).args(["sleep", "600"]);
+    assert_eq!(exec_bounded(&mut cmd, None, DOCKER_TIMEOUT).code, 0);
+    docker.wait_status("updated", "running");
+    let pid: u32 = docker.inspect("updated", "{{.State.Pid}}").parse().unwrap();
+    let memory = cgroup_file(pid, "memory", "memory.limit_in_bytes", "memory.max");
+    let cpu = cgroup_file(pid, "cpu", "cpu.cfs_quota_us", "cpu.max");
+    let read = |path: &Path| fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).trim().to_string();
+    // cgroup v1 has the quota alone, v2 the quota and the period.
+    let quota = |text: String| text.split_whitespace().next().unwrap_or_default().to_string();
+    assert_eq!((read(&memory), quota(read(&cpu))), ("67108864".into(), "50000".into()), "the limits of docker run");
+
+    // Task.Update through docker: the shim rewrites the running container's cgroup.
+    docker.ok(&["update", "--memory", "96m", "--memory-swap", "192m", "--cpus", "1.5", "updated"]);
+    assert_eq!((read(&memory), quota(read(&cpu))), ("100663296".into(), "150000".into()), "the limits of docker update");
+    assert_eq!(docker.inspect("updated", "{{.State.Status}}"), "running");
+    assert_eq!(docker.ok(&["exec", "updated", "/app.wasm", "echo", "still", "serving"]), "still serving\n");
+    docker.ok(&["rm", "-f", "updated"]);
+}
+
 /// `64.5MiB` → bytes, as docker prints sizes.
 fn bytes(text: &str) -> u64 {
     let text = text.trim();

@@ -397,14 +397,21 @@ fn infinite_loop_under_a_2s_limit_exits_124() {
     case.finish();
 }
 
+/// `call $f` alone: WasmEdge's AOT compiler would make it a jump to itself, an endless loop.
+const SELF_CALL: &str = r#"(module (func $f (export "_start") call $f))"#;
+/// Recursion that grows the native stack: the call is no tail call.
+const DEEP_CALLS: &str = r#"(module (global $g (mut i32) (i32.const 0))
+  (func $f (param i32) (call $f (i32.add (local.get 0) (i32.const 1))) (global.set $g (local.get 0)))
+  (func (export "_start") (call $f (i32.const 0))))"#;
+const CALL_STACK_EXHAUSTED: &str = "wasmedge: module trapped: call stack exhausted: more than 50000 nested calls\n";
+
 #[test]
 fn unbounded_recursion_ends_only_its_own_container() {
-    // WasmEdge's own call stack. It should trap (the ignored test below); it does not, so a time
-    // limit is the backstop here, and what this checks is that only this container suffers.
-    let (tar, image) = module_image("recursion", &wat(r#"(module (func $f (export "_start") call $f))"#));
+    let (tar, image) = module_image("recursion", &wat(SELF_CALL));
     let case = Case::new(&[&tar, hostile_image()]);
+    // The time limit is only the backstop, should the trap not come.
     let out = case.run(&image, &["--annotation", &format!("{TIME_LIMIT_ANNOTATION}=5s")], &["/app.wasm"]);
-    assert!(out.code != 0 && out.stdout.is_empty(), "{out:#?}");
+    assert_failure(&out, 134, CALL_STACK_EXHAUSTED);
     // Rust keeps its frames in linear memory: the stack pointer runs off the bottom of it.
     let out = case.run(HOSTILE_IMAGE, &[], &["/app.wasm", "recurse"]);
     assert_failure(&out, 134, "wasmedge: module trapped: out of bounds memory access\n");
@@ -412,30 +419,34 @@ fn unbounded_recursion_ends_only_its_own_container() {
 }
 
 #[test]
-#[ignore = "bug for the lead: unbounded wasm recursion never traps: the container process spins at 100% CPU until killed \
-            (at 25ede0e..1c9ceb6: SIGSEGV, exit 139, after `terminate called after throwing an instance of 'std::bad_alloc'`); \
-            README says 134 and one line"]
 fn unbounded_recursion_traps_with_134() {
-    let (tar, image) = module_image("recursion", &wat(r#"(module (func $f (export "_start") call $f))"#));
-    let case = Case::new(&[&tar]);
+    let images = [module_image("recursion", &wat(SELF_CALL)), module_image("deep-calls", &wat(DEEP_CALLS))];
+    let case = Case::new(&images.iter().map(|(tar, _)| tar.as_path()).collect::<Vec<_>>());
     let annotation = format!("{SANDBOX_ANNOTATION}={}", case.group);
-    let mut cmd = case.containerd.ctr_command(&["run", "--rm", "--platform", PLATFORM, "--runtime", RUNTIME]);
-    let id = unique_id("recursion");
-    cmd.args(["--annotation", &annotation, &image, &id, "/app.wasm"]);
-    let out = exec(&mut cmd, Some(""), Duration::from_secs(20));
-    if out.is_err() {
-        // ctr was killed: stop what it left running, so the sentinel's shim can go at the end.
-        case.containerd.quiet_ctr(&["task", "kill", "-s", "SIGKILL", &id]);
-        wait_until("the stuck container to stop", Duration::from_secs(30), || {
-            case.containerd.task(&id).is_none_or(|(_, status)| status == "STOPPED")
-        });
-        case.containerd.quiet_ctr(&["task", "delete", &id]);
-        case.containerd.quiet_ctr(&["container", "delete", &id]);
-    }
+    let outs: Vec<_> = images
+        .iter()
+        .map(|(_, image)| {
+            let mut cmd = case.containerd.ctr_command(&["run", "--rm", "--platform", PLATFORM, "--runtime", RUNTIME]);
+            let id = unique_id("recursion");
+            cmd.args(["--annotation", &annotation, image, &id, "/app.wasm"]);
+            let out = exec(&mut cmd, Some(""), Duration::from_secs(20));
+            if out.is_err() {
+                // ctr was killed: stop what it left running, so the sentinel's shim can go at the end.
+                case.containerd.quiet_ctr(&["task", "kill", "-s", "SIGKILL", &id]);
+                wait_until("the stuck container to stop", Duration::from_secs(30), || {
+                    case.containerd.task(&id).is_none_or(|(_, status)| status == "STOPPED")
+                });
+                case.containerd.quiet_ctr(&["task", "delete", &id]);
+                case.containerd.quiet_ctr(&["container", "delete", &id]);
+            }
+            out
+        })
+        .collect();
     case.finish();
-    let out = out.unwrap_or_else(|out| panic!("still running after 20s: {out:#?}"));
-    let one_line = out.stderr.starts_with("wasmedge: module trapped: ") && out.stderr.lines().count() == 1;
-    assert!(out.code == 134 && out.stdout.is_empty() && one_line, "{out:#?}");
+    for out in outs {
+        let out = out.unwrap_or_else(|out| panic!("still running after 20s: {out:#?}"));
+        assert_failure(&out, 134, CALL_STACK_EXHAUSTED);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

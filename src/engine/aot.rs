@@ -3,6 +3,7 @@
 //! compiled code valid (module digest, WasmEdge version, CPU, compile options), written
 //! atomically (concurrent starts of one module are fine), and evicted oldest first past a size
 //! bound.
+use super::depth;
 use anyhow::{anyhow, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -28,7 +29,8 @@ pub enum Outcome {
 }
 
 impl AotCache {
-    /// Returns the path of the compiled module, compiling it on a miss.
+    /// Returns the path of the compiled module, compiling it (with its call depth bounded) on a
+    /// miss: a hit costs no re-encoding of the module.
     pub fn get(&self, module: &[u8]) -> Result<(PathBuf, Outcome)> {
         let path = self.dir.join(format!("{}.so", cache_key(module)));
         if path.exists() {
@@ -40,7 +42,7 @@ impl AotCache {
         let tmp_name = format!(".tmp-{}-{}", std::process::id(), path.file_stem().unwrap().to_string_lossy());
         let compiler = wasmedge_sdk::Compiler::new(Some(&compiler_config()?)).map_err(|e| anyhow!("{e}"))?;
         let tmp = compiler
-            .compile_from_bytes(module, &tmp_name, &self.dir)
+            .compile_from_bytes(depth::bound(module)?, &tmp_name, &self.dir)
             .map_err(|e| anyhow!("{e}"))
             .context("AOT compile")?;
         std::fs::rename(&tmp, &path).with_context(|| format!("storing {}", path.display()))?;
@@ -80,13 +82,15 @@ fn compiler_config() -> Result<Config> {
     ConfigBuilder::default().with_compiler_config(options).build().map_err(|e| anyhow!("{e}"))
 }
 
-/// Compiled code is only valid for this module, this WasmEdge, this CPU and these options.
+/// Compiled code is only valid for this module, this WasmEdge, this CPU, these options and this
+/// call-depth bound.
 fn cache_key(module: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(module);
     h.update(wasmedge_sdk::utils::CoreVersion::version_string());
     h.update(cpu_identity());
     h.update(b"native O2");
+    h.update(format!("call depth {}", depth::MAX_DEPTH));
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 

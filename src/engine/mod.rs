@@ -1,6 +1,7 @@
 //! WasmEdge: load a WASI module (from the AOT cache when it can), run its `_start`, and turn
 //! the outcome into an exit code.
 pub mod aot;
+mod depth;
 mod exit;
 mod limits;
 mod wasi;
@@ -14,8 +15,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use wasmedge_sdk::{
     config::{CommonConfigOptions, Config, ConfigBuilder, RuntimeConfigOptions},
-    error::{CoreCommonError, CoreError, WasmEdgeError},
-    params, vm::SyncInst, LogManager, Module, RunMode, Store, Vm,
+    error::{CoreCommonError, CoreError, CoreExecutionError, WasmEdgeError},
+    params, vm::SyncInst, AsInstance, LogManager, Module, RunMode, Store, Vm,
 };
 
 /// How the engine runs a container's module.
@@ -96,7 +97,9 @@ pub fn prepare(bytes: &[u8], options: &EngineOptions) -> Result<Prepared, Failur
         }
     }
     let config = config(&options.limits, RunMode::Interpreter)?;
-    let module = Module::from_bytes(Some(&config), bytes).map_err(load_error)?;
+    // What the bound cannot parse goes to WasmEdge as it is, whose loader says what is wrong.
+    let bounded = depth::bound(bytes).inspect_err(|e| log::warn!("running the module unbounded: {e:#}"));
+    let module = Module::from_bytes(Some(&config), bounded.as_deref().unwrap_or(bytes)).map_err(load_error)?;
     Ok(Prepared { module, config })
 }
 
@@ -128,13 +131,15 @@ pub fn run(prepared: Prepared, wasi: &WasiContext) -> Result<ExitCode, Failure> 
         return Err(Failure::Load("the module exports no `_start` function".into()));
     }
     let mut wasi_module = wasi.create_module().map_err(|e| Failure::Load(format!("{e:#}")))?;
-    let outcome = {
+    let (outcome, calls) = {
         let mut instances: HashMap<String, &mut dyn SyncInst> = HashMap::new();
         instances.insert(wasi_module.name().to_string(), wasi_module.as_mut());
         let store = Store::new(Some(&config), instances).map_err(load_error)?;
         let mut vm = Vm::new(store);
         vm.register_module(None, module).map_err(load_error)?;
-        vm.run_func(None, "_start", params!())
+        let outcome = vm.run_func(None, "_start", params!());
+        let calls = vm.active_module().and_then(|m| m.get_global(depth::EXPORT).ok()).map(|g| g.get_value().to_i32());
+        (outcome, calls)
     };
     // proc_exit ends `_start` early ("terminated", which WasmEdge may count as success); the
     // WASI module keeps the code, 0 when `_start` returned by itself.
@@ -146,6 +151,71 @@ pub fn run(prepared: Prepared, wasi: &WasiContext) -> Result<ExitCode, Failure> 
         Err(e) if matches!(*e, WasmEdgeError::Core(CoreError::Common(CoreCommonError::FuncNotFound))) => {
             Err(Failure::Load("the module exports no `_start` function".into()))
         }
+        // `unreachable` with the counter at the bound is the bound's trap (see depth.rs).
+        Err(e) if *e == WasmEdgeError::Core(CoreError::Execution(CoreExecutionError::Unreachable))
+            && calls == Some(depth::MAX_DEPTH) =>
+        {
+            Err(Failure::Trap(format!("call stack exhausted: more than {} nested calls", depth::MAX_DEPTH)))
+        }
         Err(e) => Err(Failure::Trap(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `module` in AOT code and in the interpreter, on a thread with a container's 8 MiB
+    /// stack (test threads have 2 MiB).
+    fn run_both(module: &[u8]) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let module = module.to_vec();
+        let aot_dir = dir.path().to_path_buf();
+        let outcomes = std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(move || {
+                [Some(aot_dir), None]
+                    .into_iter()
+                    .map(|aot_dir| {
+                        let options = EngineOptions { aot_dir, ..Default::default() };
+                        let wasi = WasiContext { args: vec!["m".into()], env: vec![], preopens: vec![] };
+                        match prepare(&module, &options).and_then(|p| run(p, &wasi)) {
+                            Ok(code) => format!("exit {}", code.0),
+                            Err(e) => format!("{} {e}", e.exit_code().0),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let compiled = std::fs::read_dir(dir.path()).unwrap().any(|e| e.unwrap().path().extension() == Some("so".as_ref()));
+        assert!(compiled, "the module ran in the interpreter only");
+        outcomes
+    }
+
+    #[test]
+    fn unbounded_recursion_traps_in_aot_code_and_the_interpreter() {
+        let exhausted = format!("134 module trapped: call stack exhausted: more than {} nested calls", depth::MAX_DEPTH);
+        // A self tail call, which LLVM would otherwise turn into a jump, and real recursion.
+        let tail = wat::parse_str(r#"(module (func $f (export "_start") call $f))"#).unwrap();
+        assert_eq!(run_both(&tail), [exhausted.clone(), exhausted.clone()]);
+        let deep = wat::parse_str(
+            r#"(module (global $g (mut i32) (i32.const 0))
+                 (func $f (param i32) (call $f (i32.add (local.get 0) (i32.const 1))) (global.set $g (local.get 0)))
+                 (func (export "_start") (call $f (i32.const 0))))"#,
+        )
+        .unwrap();
+        assert_eq!(run_both(&deep), [exhausted.clone(), exhausted]);
+    }
+
+    #[test]
+    fn recursion_within_the_bound_runs() {
+        let module = format!(
+            r#"(module (func $f (param i32) (br_if 0 (i32.eqz (local.get 0))) (call $f (i32.sub (local.get 0) (i32.const 1))))
+                 (func (export "_start") (call $f (i32.const {}))))"#,
+            depth::MAX_DEPTH - 1
+        );
+        assert_eq!(run_both(&wat::parse_str(module).unwrap()), ["exit 0", "exit 0"]);
     }
 }

@@ -447,3 +447,17 @@ pub fn mount_points() -> Vec<String> {
         |s: &str| s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\");
     info.lines().filter_map(|l| l.split(' ').nth(4)).map(unescape).collect()
 }
+
+/// The file of `controller` (v1) or of the unified hierarchy (v2) in a process's cgroup.
+pub fn cgroup_file(pid: u32, controller: &str, v1_file: &str, v2_file: &str) -> PathBuf {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        if controllers.split(',').any(|c| c == controller) {
+            return PathBuf::from(format!("/sys/fs/cgroup/{controller}{path}/{v1_file}"));
+        }
+    }
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::")).expect("no cgroup of the process");
+    PathBuf::from(format!("/sys/fs/cgroup{path}/{v2_file}"))
+}
