@@ -3,6 +3,8 @@
 SHELL := /bin/bash
 NATIVE := $(shell if [ -n "$$IN_DEVROOT" ] || { pkg-config --atleast-version=0.17 wasmedge 2>/dev/null && command -v containerd && command -v runc; } >/dev/null 2>&1; then echo 1; fi)
 CARGO ?= cargo
+# Cargo features of `make build`/`make install`: `make build FEATURES=otlp` adds OTLP export.
+FEATURES ?=
 WASM_TARGET := wasm32-wasip1
 
 .PHONY: all build test demo bench devroot toolchain toolchains clean install uninstall e2e-docker e2e-k8s soak fuzz
@@ -18,15 +20,16 @@ toolchain:
 
 ifeq ($(NATIVE),1)
 build:
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --bins $(if $(FEATURES),--features $(FEATURES))
 
 # What the build helper's languages need (apt, npm, PyPI), and their runtimes prepared:
 # `make toolchains` for all, `make toolchains LANGS="go python"` for some. Idempotent.
 toolchains: toolchain build
 	target/release/wasmedge-image toolchains $(LANGS)
 
+# The tests build with every feature, so the OTLP export is tested too (test/e2e_trace.rs).
 test: toolchain
-	$(CARGO) test --release -- --test-threads=1
+	$(CARGO) test --release --features otlp -- --test-threads=1
 
 demo: toolchain build
 	test/demo.sh
@@ -52,7 +55,7 @@ fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 else
 build test demo e2e-docker e2e-k8s: devroot toolchain
-	devroot/enter.sh $(MAKE) $@
+	devroot/enter.sh $(MAKE) $@ FEATURES="$(FEATURES)"
 
 toolchains: devroot toolchain
 	devroot/enter.sh $(MAKE) toolchains LANGS="$(LANGS)"

@@ -257,25 +257,50 @@ def log_kind(msg: str) -> str:
     return re.sub(r"\d+", "N", msg.split(": ", 1)[0])[:60]
 
 
+# A span the shim logs (src/trace): `span load 1.9 ms aot=hit`.
+SPAN_MEANING = {
+    "prepare": "Task.Create: config.json, rootfs mount, stdio, classify, cgroup",
+    "spawn": "Task.Create: the zygote forks the container process",
+    "create": "Task.Create in all",
+    "start": "Task.Start: the plan is sent",
+    "setup": "container process: namespaces joined, mounts",
+    "load": "container process: module read, AOT cache hit (or compile), loaded",
+    "confine": "container process: cgroup, pivot_root, privileges dropped",
+    "instantiate": "container process: WASI and the module instantiated",
+    "run": "container process: _start runs",
+    "exit": "the module's end -> TaskExit published by the shim",
+    "delete": "Task.Delete: cgroup removed, rootfs unmounted",
+    "container": "Task.Create -> Task.Delete",
+}
+SPAN = re.compile(r"^span (\S+) ([0-9.]+) ms")
+
+
 def breakdown(events_log: str, containerd_log: str, invocations: dict, labels: list) -> dict:
-    """Median milliseconds of each phase, per runtime, and of each shim log line after `ctr run`."""
+    """Median milliseconds of each phase, per runtime, of each span the shim logged, and of each
+    other shim log line after `ctr run`."""
     events, logs = parse_events(events_log), shim_log(containerd_log)
     samples = {label: {name: [] for name, _, _ in PHASES} for label in labels}
     lines = {label: {} for label in labels}
+    span_ms = {label: {} for label in labels}
     for cid, (label, start, end) in invocations.items():
         marks = dict(events.get(cid, {}), invoke=start, **{"return": end})
         for name, a, b in PHASES:
             if a in marks and b in marks:
                 samples[label][name].append(marks[b] - marks[a])
         for at, msg in logs.get(cid, []):
-            lines[label].setdefault(log_kind(msg), []).append(at - start)
+            span = SPAN.match(msg)
+            if span:
+                span_ms[label].setdefault(span[1], []).append(float(span[2]) / 1000)
+            else:
+                lines[label].setdefault(log_kind(msg), []).append(at - start)
 
     def ms(values):
         return round(statistics.median(values) * 1000, 1) if values else None
     phases = {label: {name: ms(v) for name, v in by_phase.items()} for label, by_phase in samples.items()}
     timeline = {label: dict(sorted(((k, ms(v)) for k, v in by_kind.items()), key=lambda kv: kv[1]))
                 for label, by_kind in lines.items() if by_kind}
-    return {"phases": phases, "shim_log_ms_after_invoke": timeline}
+    spans = {label: {name: ms(v) for name, v in by_name.items()} for label, by_name in span_ms.items() if by_name}
+    return {"phases": phases, "spans": spans, "shim_log_ms_after_invoke": timeline}
 
 
 # ------------------------------------------------------------------------------------ compute
@@ -491,6 +516,9 @@ def report(results: dict, rts: list) -> None:
     labels = list(phases)
     table("Where a ctr run --rm goes (median ms between containerd's event timestamps)", ["phase"] + labels,
           [[name] + [phases[label][name] for label in labels] for name, _, _ in PHASES])
+    for label, spans in results["breakdown"]["spans"].items():
+        table(f"{label}: spans inside the runtime, median ms (src/trace; the same spans go to OTLP)",
+              ["span", "what", "ms"], [[name, SPAN_MEANING.get(name, ""), v] for name, v in spans.items()])
     for label, timeline in results["breakdown"]["shim_log_ms_after_invoke"].items():
         table(f"{label}: the shim's log lines, median ms after ctr run was invoked", ["log line", "ms"],
               list(timeline.items()))

@@ -5,7 +5,9 @@
 //! - [`container`]: the OCI bundle, the container process, its namespaces and mounts.
 //! - [`engine`]: WasmEdge itself: the WASI mapping, running a module, exit codes.
 //! - [`image`]: telling wasm images apart and writing wasm OCI images.
+//! - [`trace`]: the spans of a container's start-up, logged and (feature `otlp`) exported.
 pub mod container;
 pub mod engine;
 pub mod image;
 pub mod shim;
+pub mod trace;

@@ -14,12 +14,27 @@ use std::time::Duration;
 // ---------------------------------------------------------------------------------------------
 // Tests
 
+/// The shims' sockets (containerd names them by a hash of the container id).
+fn shim_sockets() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir("/run/containerd/s")
+        .map(|dir| dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 #[test]
 fn hello_prints_greeting_and_leaves_nothing_behind() {
     let containerd = Containerd::with_hello();
+    let sockets = shim_sockets();
     let id = unique_id("hello");
     let out = containerd.run_image(&id, HELLO_IMAGE, &[], &[], None);
     assert_eq!((out.code, out.stdout.as_str()), (0, "Hello from WasmEdge!\n"), "{out:#?}");
+    containerd.assert_no_leftovers(&id);
+    // A socket left behind would make the next shim of this id probe it for a second.
+    assert_eq!(shim_sockets(), sockets, "the shim's socket is left behind");
+    let out = containerd.run_image(&id, HELLO_IMAGE, &[], &[], None);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "Hello from WasmEdge!\n"), "the same id again: {out:#?}");
     containerd.assert_no_leftovers(&id);
 }
 

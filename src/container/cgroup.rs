@@ -27,6 +27,34 @@ pub fn join(path: &str) -> Result<()> {
     load(path).add_task_by_tgid(pid).map_err(|e| anyhow!("{e}")).with_context(|| format!("joining cgroup {path}"))
 }
 
+/// Starts, on a thread of its own, a move of the calling process into the cgroup it is already
+/// in. The kernel makes the first cgroup move after a quiet while wait for an RCU grace period
+/// (about 10 ms per container here, with cgroup v1), and moves within the next grace period do
+/// not wait: so when the shim starts this as it creates a container, the wait passes while the
+/// container starts, and the container process's own [`join`] finds it over.
+pub fn warm_up() {
+    std::thread::spawn(|| {
+        if let Some(procs) = own_procs_file() {
+            let _ = std::fs::write(procs, std::process::id().to_string());
+        }
+    });
+}
+
+/// `cgroup.procs` of the calling process's cgroup: in the v1 `pids` hierarchy, or in v2.
+fn own_procs_file() -> Option<String> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    own.lines().find_map(|line| {
+        let (_, rest) = line.split_once(':')?;
+        let (controllers, path) = rest.split_once(':')?;
+        let dir = match controllers {
+            "" => "",
+            c if c.split(',').any(|c| c == "pids") => "pids",
+            _ => return None,
+        };
+        Some(format!("/sys/fs/cgroup/{dir}{path}/cgroup.procs").replace("//", "/"))
+    })
+}
+
 /// Removes the cgroup; it must hold no process any more.
 pub fn remove(path: &str) -> Result<()> {
     load(path).delete().map_err(|e| anyhow!("{e}")).with_context(|| format!("removing cgroup {path}"))

@@ -7,9 +7,10 @@
 //! cgroup and its other namespaces (`/proc/PID/ns/*`), takes the container's root
 //! (`/proc/PID/root`) as its own, and runs the module with its own argv, environment, stdio and
 //! exit code.
-use super::outcome::{finish, read_module, ProcessError};
+use super::outcome::{finish, load, ProcessError};
 use super::{cgroup, launch::MountKind, report, spawn, stdio::Stdio, Launch, LAUNCH_FD};
 use crate::engine::{self, EngineOptions, ExitCode, WasiContext};
+use crate::trace::Trace;
 use anyhow::{bail, Context, Result};
 use nix::sched::{setns, CloneFlags};
 use nix::unistd::Pid;
@@ -71,10 +72,11 @@ impl ExecPlan {
 }
 
 /// Starts the exec process; it is a child of the shim, born in the container's PID namespace.
-pub fn spawn(plan: &ExecPlan, stdio: &Stdio) -> Result<Pid> {
+/// Its spans join the container's `trace`.
+pub fn spawn(plan: &ExecPlan, stdio: &Stdio, trace: &Trace) -> Result<Pid> {
     let fd = spawn::plan_fd(plan)?;
     let pid_ns = PathBuf::from(format!("/proc/{}/ns/pid", plan.pid));
-    spawn::clone_self(EXEC_ARG, &plan.name, fd, stdio, CloneFlags::empty(), Some(&pid_ns))
+    spawn::clone_self(EXEC_ARG, &plan.name, fd, stdio, CloneFlags::empty(), Some(&pid_ns), trace)
 }
 
 /// The exec process's main: never returns, exits like a container process (same exit codes,
@@ -101,9 +103,7 @@ fn run() -> Result<ExitCode, ProcessError> {
 
     // Loaded (and AOT-compiled) outside the cgroup, as init does: compiling must not count
     // against the container's memory limit.
-    let module = read_module(&root, &plan.entrypoint)?;
-    let prepared = engine::prepare(&module, &plan.engine).map_err(ProcessError::Module)?;
-    drop(module);
+    let prepared = load(&root, &plan.entrypoint, &plan.engine)?;
 
     if let Some(path) = &plan.cgroup {
         cgroup::join(path).map_err(setup)?;

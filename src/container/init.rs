@@ -1,17 +1,19 @@
 //! The container process. It runs as `containerd-shim-wasmedge-v1 init`, already in its new
 //! namespaces, with stdio on fds 0-2, the launch plan on fd 3 and its log pipe on fd 4. It
 //! builds its filesystem view, loads the module (AOT cache), joins its cgroup, pivots into the
-//! rootfs, then runs the module and exits with its code.
-use super::outcome::{finish, read_module, ProcessError};
+//! rootfs, then runs the module and exits with its code. Each step is a span for the shim.
+use super::outcome::{finish, load, ProcessError};
 use super::{cgroup, launch::MountKind, report, Launch, LAUNCH_FD};
 use crate::engine::{self, ExitCode};
+use crate::trace::{self, Span};
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use std::fs::File;
 use std::os::fd::FromRawFd;
-use std::sync::OnceLock;
 use std::path::{Component, Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::SystemTime;
 
 /// Never returns: the process ends with the module's exit code, or a documented code and a
 /// one-line reason on the container's stderr.
@@ -25,25 +27,27 @@ fn run() -> Result<ExitCode, ProcessError> {
     let launch: Launch = serde_json::from_reader(unsafe { File::from_raw_fd(LAUNCH_FD) })
         .context("reading the launch plan")
         .map_err(ProcessError::Setup)?;
+    let start = SystemTime::now();
     join_namespaces(&launch).map_err(ProcessError::Setup)?;
     build_rootfs(&launch).map_err(ProcessError::Setup)?;
+    trace::report(Span::since("setup", start));
     // The module is read and compiled before the process joins its cgroup: compiling a large
     // module must not count against, or fail under, the container's memory limit.
-    let module = read_entrypoint(&launch)?;
-    let prepared = engine::prepare(&module, &launch.engine).map_err(ProcessError::Module)?;
-    drop(module);
+    let prepared = load_entrypoint(&launch)?;
+    let start = SystemTime::now();
     confine(&launch).map_err(ProcessError::Setup)?;
+    trace::report(Span::since("confine", start));
     if let Some(limit) = launch.engine.limits.time_limit {
         arm_time_limit(limit);
     }
     engine::run(prepared, &launch.wasi).map_err(ProcessError::Module)
 }
 
-fn read_entrypoint(launch: &Launch) -> Result<Vec<u8>, ProcessError> {
+fn load_entrypoint(launch: &Launch) -> Result<engine::Prepared, ProcessError> {
     let root = File::open(&launch.rootfs)
         .with_context(|| format!("opening {}", launch.rootfs.display()))
         .map_err(ProcessError::Setup)?;
-    read_module(&root, &launch.entrypoint)
+    load(&root, &launch.entrypoint, &launch.engine)
 }
 
 /// Stops the process when its time is up, with a line on its stderr: a wall-clock timer in the

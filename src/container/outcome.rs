@@ -1,10 +1,12 @@
 //! How a container process (init or exec) ends: the module's exit code, or one of the documented
 //! codes with a one-line reason on the process's stderr.
-use crate::engine::{self, ExitCode, Failure};
+use crate::engine::{self, EngineOptions, ExitCode, Failure, Prepared};
+use crate::trace::{self, Span};
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 pub enum ProcessError {
     Setup(anyhow::Error),
@@ -43,9 +45,19 @@ pub fn finish(kind: &str, outcome: Result<ExitCode, ProcessError>) -> ! {
     engine::exit_now(code)
 }
 
+/// Reads the module at `path` inside `root` and loads it (the `load` span: read, AOT cache hit
+/// or compile, or the interpreter's load).
+pub fn load(root: &File, path: &Path, options: &EngineOptions) -> Result<Prepared, ProcessError> {
+    let start = SystemTime::now();
+    let module = read_module(root, path)?;
+    let prepared = engine::prepare(&module, options).map_err(ProcessError::Module)?;
+    trace::report(Span::since("load", start).with("aot", prepared.aot()).with("bytes", module.len()));
+    Ok(prepared)
+}
+
 /// Reads the module at `path` inside `root`: symlinks in the image resolve within it, never to a
 /// host file.
-pub fn read_module(root: &File, path: &Path) -> Result<Vec<u8>, ProcessError> {
+fn read_module(root: &File, path: &Path) -> Result<Vec<u8>, ProcessError> {
     let how = OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
     let read = openat2(root, path.strip_prefix("/").unwrap_or(path), how).map_err(std::io::Error::from).and_then(|fd| {
         let mut bytes = Vec::new();

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::sync::Mutex;
+use crate::trace::{self, Trace};
 
 /// The file descriptor a container process writes its log lines to.
 pub const REPORT_FD: i32 = 4;
@@ -24,20 +25,29 @@ impl log::Log for PipeLogger {
     fn flush(&self) {}
 }
 
-/// In the container process: send `log` records to the shim (`RUST_LOG` sets the level).
+/// In the container process: send `log` records (`RUST_LOG` sets the level) and spans to the shim.
 pub fn log_to_shim(pipe: File) {
+    if let Ok(spans) = pipe.try_clone() {
+        trace::report_to(spans);
+    }
     let level = std::env::var("RUST_LOG").ok().and_then(|v| v.parse().ok()).unwrap_or(log::LevelFilter::Info);
     if log::set_boxed_logger(Box::new(PipeLogger(Mutex::new(pipe)))).is_ok() {
         log::set_max_level(level);
     }
 }
 
-/// In the shim: log each line of a container process with the container's id, until it exits.
-pub fn forward(id: String, pipe: File) {
+/// In the shim: log each line of a container process with the container's id, and record its
+/// spans in `trace`, until it exits.
+pub fn forward(id: String, pipe: File, trace: Trace) {
+    trace.pipe_opened();
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if trace.take_line(&id, &line) {
+                continue;
+            }
             let (level, message) = line.split_once(' ').unwrap_or(("INFO", &line));
             log::log!(level.parse().unwrap_or(log::Level::Info), "{id}: {message}");
         }
+        trace.pipe_closed();
     });
 }

@@ -2,6 +2,7 @@
 //! binary as `init` with the container's stdio on fds 0-2, its launch plan on fd 3 and the pipe
 //! for its log lines on fd 4.
 use super::{report, stdio::Stdio, zygote, Launch, INIT_ARG, RUNNER_BIN};
+use crate::trace::Trace;
 use anyhow::{Context, Result};
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::sched::{setns, CloneFlags};
@@ -21,16 +22,10 @@ const CLONE_NAMESPACES: &[(&str, CloneFlags)] = &[
     ("net", CloneFlags::CLONE_NEWNET),
 ];
 
-pub fn spawn(launch: &Launch, stdio: &Stdio) -> Result<Pid> {
-    let (pid, plan) = create(launch, stdio)?;
-    plan.send(launch)?;
-    Ok(pid)
-}
-
 /// Creates the container process without starting it: it exists, with its new namespaces (Docker
 /// configures a container's network between create and start), and waits for its launch plan on
 /// fd 3, a pipe, until [`PlanSender::send`] at Task.Start. Dropping the sender unsent ends it.
-pub fn create(launch: &Launch, stdio: &Stdio) -> Result<(Pid, PlanSender)> {
+pub fn create(launch: &Launch, stdio: &Stdio, trace: &Trace) -> Result<(Pid, PlanSender)> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the plan pipe")?;
     let flags = CLONE_NAMESPACES
         .iter()
@@ -40,7 +35,7 @@ pub fn create(launch: &Launch, stdio: &Stdio) -> Result<(Pid, PlanSender)> {
         | CloneFlags::CLONE_NEWNS;
     // A PID namespace given by path (a pod's shared one) is entered at clone time.
     let pid_ns = launch.namespaces.iter().find(|ns| ns.kind == "pid").and_then(|ns| ns.path.as_deref());
-    let pid = clone_self(INIT_ARG, &launch.id, read, stdio, flags, pid_ns)?;
+    let pid = clone_self(INIT_ARG, &launch.id, read, stdio, flags, pid_ns, trace)?;
     Ok((pid, PlanSender(std::fs::File::from(write))))
 }
 
@@ -56,9 +51,17 @@ impl PlanSender {
 }
 
 /// Clones a process that re-executes this binary as `arg` with `stdio` on fds 0-2, `plan` on
-/// fd 3 and a log pipe to the shim on fd 4. With `pid_ns`, the process is born in that PID
+/// fd 3 and a log pipe to the shim on fd 4 (its lines are logged, its spans go to `trace`). With `pid_ns`, the process is born in that PID
 /// namespace: a thread of the shim enters it for its children only, clones, and ends.
-pub(crate) fn clone_self(arg: &str, id: &str, plan: OwnedFd, stdio: &Stdio, flags: CloneFlags, pid_ns: Option<&Path>) -> Result<Pid> {
+pub(crate) fn clone_self(
+    arg: &str,
+    id: &str,
+    plan: OwnedFd,
+    stdio: &Stdio,
+    flags: CloneFlags,
+    pid_ns: Option<&Path>,
+    trace: &Trace,
+) -> Result<Pid> {
     let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the log pipe")?;
 
     // Everything the child touches is prepared here: after clone in a threaded process only
@@ -73,7 +76,7 @@ pub(crate) fn clone_self(arg: &str, id: &str, plan: OwnedFd, stdio: &Stdio, flag
     let runner = runner()?;
     if let Some(pid) = zygote::spawn(arg, sources, flags, pid_ns, &runner) {
         let pid = pid?;
-        report::forward(id.to_string(), log_read.into());
+        report::forward(id.to_string(), log_read.into(), trace.clone());
         return Ok(pid);
     }
     let high_raw: Vec<i32> = high.iter().map(|fd| fd.as_raw_fd()).collect();
@@ -117,7 +120,7 @@ pub(crate) fn clone_self(arg: &str, id: &str, plan: OwnedFd, stdio: &Stdio, flag
             })?
         }
     };
-    report::forward(id.to_string(), log_read.into());
+    report::forward(id.to_string(), log_read.into(), trace.clone());
     Ok(pid)
 }
 

@@ -10,9 +10,11 @@ pub use exit::{exit_now, ExitCode};
 pub use limits::Limits;
 pub use wasi::WasiContext;
 
+use crate::trace::{self, Span};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::SystemTime;
 use wasmedge_sdk::{
     config::{CommonConfigOptions, Config, ConfigBuilder, RuntimeConfigOptions},
     error::{CoreCommonError, CoreError, CoreExecutionError, WasmEdgeError},
@@ -69,6 +71,15 @@ fn load_error(e: impl std::fmt::Display) -> Failure {
 pub struct Prepared {
     module: Module,
     config: Config,
+    aot: &'static str,
+}
+
+impl Prepared {
+    /// Where its code comes from: `hit` or `compiled` (AOT cache), `off` or `failed` (the
+    /// interpreter).
+    pub fn aot(&self) -> &'static str {
+        self.aot
+    }
 }
 
 /// Loads a module: from the AOT cache (compiling it on a miss), or in the interpreter when AOT
@@ -84,7 +95,8 @@ pub fn prepare(bytes: &[u8], options: &EngineOptions) -> Result<Prepared, Failur
                 match Module::from_file(Some(&config), &path) {
                     Ok(module) => {
                         log::info!("aot cache {outcome:?}: {}", path.display());
-                        return Ok(Prepared { module, config });
+                        let aot = if outcome == aot::Outcome::Hit { "hit" } else { "compiled" };
+                        return Ok(Prepared { module, config, aot });
                     }
                     Err(e) => {
                         log::warn!("cannot load {}, running in the interpreter: {e}", path.display());
@@ -100,7 +112,7 @@ pub fn prepare(bytes: &[u8], options: &EngineOptions) -> Result<Prepared, Failur
     // What the bound cannot parse goes to WasmEdge as it is, whose loader says what is wrong.
     let bounded = depth::bound(bytes).inspect_err(|e| log::warn!("running the module unbounded: {e:#}"));
     let module = Module::from_bytes(Some(&config), bounded.as_deref().unwrap_or(bytes)).map_err(load_error)?;
-    Ok(Prepared { module, config })
+    Ok(Prepared { module, config, aot: if options.aot_dir.is_some() { "failed" } else { "off" } })
 }
 
 fn config(limits: &Limits, mode: RunMode) -> Result<Config, Failure> {
@@ -125,8 +137,10 @@ fn quiet_wasmedge_log() {
 }
 
 /// Runs a prepared WASI command module to completion in this process; returns its exit code.
+/// Reports the `instantiate` and `run` spans.
 pub fn run(prepared: Prepared, wasi: &WasiContext) -> Result<ExitCode, Failure> {
-    let Prepared { module, config } = prepared;
+    let start = SystemTime::now();
+    let Prepared { module, config, .. } = prepared;
     if module.get_export("_start").is_none() {
         return Err(Failure::Load("the module exports no `_start` function".into()));
     }
@@ -137,7 +151,10 @@ pub fn run(prepared: Prepared, wasi: &WasiContext) -> Result<ExitCode, Failure> 
         let store = Store::new(Some(&config), instances).map_err(load_error)?;
         let mut vm = Vm::new(store);
         vm.register_module(None, module).map_err(load_error)?;
+        trace::report(Span::since("instantiate", start));
+        let start = SystemTime::now();
         let outcome = vm.run_func(None, "_start", params!());
+        trace::report(Span::since("run", start));
         let calls = vm.active_module().and_then(|m| m.get_global(depth::EXPORT).ok()).map(|g| g.get_value().to_i32());
         (outcome, calls)
     };

@@ -7,6 +7,8 @@ mod task;
 use containerd_shim::{
     publisher::RemotePublisher, Config, DeleteResponse, ExitSignal, Flags, StartOpts,
 };
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 use std::sync::Arc;
 
 pub use service::Service;
@@ -25,6 +27,8 @@ struct Shim {
     namespace: String,
     /// containerd's gRPC address.
     address: String,
+    /// The ttrpc socket this shim serves on (`unix://PATH`); empty for `start` and `delete`.
+    socket: String,
     exit: Arc<ExitSignal>,
 }
 
@@ -32,7 +36,12 @@ impl containerd_shim::Shim for Shim {
     type T = Service;
 
     fn new(_runtime_id: &str, flags: &Flags, _config: &mut Config) -> Self {
-        Shim { namespace: flags.namespace.clone(), address: flags.address.clone(), exit: Arc::new(ExitSignal::default()) }
+        Shim {
+            namespace: flags.namespace.clone(),
+            address: flags.address.clone(),
+            socket: flags.socket.clone(),
+            exit: Arc::new(ExitSignal::default()),
+        }
     }
 
     /// containerd runs `start` in the bundle directory; a pod's containers share the pod's shim.
@@ -67,6 +76,14 @@ impl containerd_shim::Shim for Shim {
 
     fn wait(&mut self) {
         self.exit.wait();
+        crate::trace::shutdown();
+        // The crate removes the socket by the address file in the bundle, which containerd has
+        // deleted by now. Left behind, the socket would make the next shim of the same container
+        // id (`ctr run --rm ... hello` twice) probe it for a second before taking it over.
+        let path = Path::new(self.socket.trim_start_matches("unix://"));
+        if path.symlink_metadata().is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Service {

@@ -9,6 +9,7 @@ use super::{
 };
 use crate::container::{cgroup, exec::ExecPlan, linux::Runc, rootfs, spawn, stdio::Stdio, Launch};
 use crate::image::detect::Kind;
+use crate::trace::{self, Span, Trace};
 use anyhow::{anyhow, Context};
 use containerd_shim::{
     api,
@@ -27,7 +28,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long an exit nobody claimed is kept: a process can exit before the shim has recorded its
 /// pid (a short exec, a container killed right after runc created it).
@@ -142,6 +143,9 @@ impl Service {
         }
         let at = timestamp().unwrap_or_default();
         if process.set_exit(status, at.clone()) {
+            if exec_id.is_none() {
+                task.trace.exited();
+            }
             let name = exec_id.map_or(task.id.clone(), |e| format!("{}/{e}", task.id));
             log::info!("{name}: exited with status {status}");
             self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(TaskExit {
@@ -178,6 +182,14 @@ impl Service {
         }
     }
 
+    /// The container's spans are complete at its delete: the root span is logged and exported.
+    fn end_trace(&self, task: &Task, status: u32) {
+        let attrs = [("container.id", task.id.clone()), ("containerd.namespace", self.namespace.clone()), ("exit.status", status.to_string())];
+        let (root, spans) = task.trace.finish(&task.id, attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+        log::info!("{}: span {root}", task.id);
+        trace::export(&root, &spans);
+    }
+
     fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
         if let Err(e) = self.publisher.publish(Default::default(), topic, &self.namespace, event) {
             log::warn!("publishing {topic}: {e}");
@@ -194,7 +206,7 @@ impl Service {
 
     /// Mounts the rootfs, classifies the container and prepares what runs it: for wasm its
     /// cgroup and stdio (the process starts at Task.Start), for Linux `runc create`.
-    fn prepare(&self, req: &api::CreateTaskRequest) -> anyhow::Result<Task> {
+    fn prepare(&self, req: &api::CreateTaskRequest, trace: Trace) -> anyhow::Result<Task> {
         let bundle = Path::new(&req.bundle);
         let spec: oci_spec::runtime::Spec = {
             let path = bundle.join("config.json");
@@ -222,38 +234,46 @@ impl Service {
                 if let Some(path) = &launch.cgroup {
                     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
                     cgroup::create(path, resources).map_err(undo)?;
+                    cgroup::warm_up();
                 }
+                trace.add(&req.id, Span::since("prepare", trace.created()).with("kind", "wasm"));
                 let since = Instant::now();
-                let (pid, plan) = spawn::create(&launch, &stdio).map_err(|e| {
+                let spawned_at = SystemTime::now();
+                let (pid, plan) = spawn::create(&launch, &stdio, &trace).map_err(|e| {
                     if let Some(path) = &launch.cgroup {
                         let _ = cgroup::remove(path);
                     }
                     undo(e)
                 })?;
                 drop(stdio); // the container process holds it now
+                trace.add(&req.id, Span::since("spawn", spawned_at));
                 let init = Process::new(io, None);
                 init.state().hold_exit = true; // until TaskCreate is out
                 self.record_pid(&init, pid.as_raw(), since);
-                Ok(Task::new(&req.id, bundle, launch, Runtime::Wasm(Mutex::new(Some(plan))), init, mounted))
+                Ok(Task::new(&req.id, bundle, launch, Runtime::Wasm(Mutex::new(Some(plan))), init, mounted, trace))
             }
             Kind::Linux => {
                 log::info!("{}: Linux container ({} is not wasm): running it with runc", req.id, launch.entrypoint.display());
                 let runc = Runc::new(&req.id, bundle, launch.cgroup.as_deref());
+                trace.add(&req.id, Span::since("prepare", trace.created()).with("kind", "linux"));
                 let since = Instant::now();
+                let spawned_at = SystemTime::now();
                 let pid = runc.create(&stdio).map_err(|e| {
                     let _ = runc.delete();
                     undo(e)
                 })?;
                 drop(stdio); // runc's container holds it now
+                trace.add(&req.id, Span::since("spawn", spawned_at).with("runtime", "runc"));
                 let init = Process::new(io, None);
                 init.state().hold_exit = true; // until TaskCreate is out
                 self.record_pid(&init, pid, since);
-                Ok(Task::new(&req.id, bundle, launch, Runtime::Linux(runc), init, mounted))
+                Ok(Task::new(&req.id, bundle, launch, Runtime::Linux(runc), init, mounted, trace))
             }
         }
     }
 
     fn start_init(&self, task: &Arc<Task>) -> TtrpcResult<i32> {
+        let start = SystemTime::now();
         {
             let mut state = task.init.state();
             if state.status() != Status::Created || state.hold_exit {
@@ -279,6 +299,7 @@ impl Service {
         };
         log::info!("{}: started as pid {pid}", task.id);
         self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(TaskStart { container_id: task.id.clone(), pid: pid as u32, ..Default::default() }));
+        task.trace.add(&task.id, Span::since("start", start));
         self.release(task, None, &task.init);
         Ok(pid)
     }
@@ -301,7 +322,7 @@ impl Service {
             Runtime::Wasm(_) => serde_json::from_slice::<oci_spec::runtime::Process>(&exec.spec)
                 .context("malformed exec process")
                 .and_then(|process| ExecPlan::new(&task.launch, &exec.id, init_pid, &process))
-                .and_then(|plan| crate::container::exec::spawn(&plan, &stdio))
+                .and_then(|plan| crate::container::exec::spawn(&plan, &stdio, &task.trace))
                 .map(|pid| pid.as_raw()),
             Runtime::Linux(runc) => runc.exec(&exec.id, &exec.spec, &stdio),
         };
@@ -424,7 +445,8 @@ impl containerd_shim::Task for Service {
         if self.registry().tasks.contains_key(&req.id) {
             return Err(rpc_error(Code::ALREADY_EXISTS, format!("container {} already exists", req.id)));
         }
-        let task = Arc::new(self.prepare(&req).map_err(|e| {
+        let trace = Trace::new(SystemTime::now());
+        let task = Arc::new(self.prepare(&req, trace.clone()).map_err(|e| {
             log::error!("{}: create failed: {e:#}", req.id);
             rpc_error(Code::FAILED_PRECONDITION, format!("{e:#}"))
         })?);
@@ -438,6 +460,7 @@ impl containerd_shim::Task for Service {
             pid,
             ..Default::default()
         }));
+        trace.add(&req.id, Span::since("create", trace.created()));
         self.release(&task, None, &task.init);
         Ok(api::CreateTaskResponse { pid, ..Default::default() })
     }
@@ -568,11 +591,14 @@ impl containerd_shim::Task for Service {
             }
             _ => {}
         }
+        let start = SystemTime::now();
         task.cleanup();
         self.registry().tasks.remove(&req.id);
         let state = task.init.state();
         let (status, at) = state.exit.as_ref().map_or((0, timestamp().unwrap_or_default()), |e| (e.status, e.at.clone()));
         let pid = state.pid.unwrap_or(0) as u32;
+        task.trace.add(&req.id, Span::since("delete", start));
+        self.end_trace(&task, status);
         self.publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(TaskDelete {
             container_id: req.id.clone(),
             id: req.id.clone(),

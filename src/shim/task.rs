@@ -2,6 +2,7 @@
 //! container process, or a Linux program run by runc) and its exec processes, each created,
 //! running or stopped.
 use crate::container::{cgroup, linux::Runc, rootfs, spawn::PlanSender, stdio::Stdio, Launch};
+use crate::trace::Trace;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -123,10 +124,12 @@ pub struct Task {
     pub mounted_rootfs: bool,
     /// Frozen by Task.Pause (the cgroup freezer), until Task.Resume.
     pub paused: std::sync::atomic::AtomicBool,
+    /// Its spans, from Task.Create to Task.Delete.
+    pub trace: Trace,
 }
 
 impl Task {
-    pub fn new(id: &str, bundle: &Path, launch: Launch, runtime: Runtime, init: Process, mounted_rootfs: bool) -> Task {
+    pub fn new(id: &str, bundle: &Path, launch: Launch, runtime: Runtime, init: Process, mounted_rootfs: bool, trace: Trace) -> Task {
         Task {
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
@@ -136,6 +139,7 @@ impl Task {
             execs: Mutex::default(),
             mounted_rootfs,
             paused: Default::default(),
+            trace,
         }
     }
 

@@ -217,6 +217,12 @@ impl Containerd {
 
     /// A containerd with its own config: `config(root, state, socket)` gives the TOML.
     pub fn start_with_config(config: impl Fn(&Path, &Path, &Path) -> String) -> Containerd {
+        Containerd::start_with(config, &[])
+    }
+
+    /// A containerd with its own config and `env` added to its environment (which its shims
+    /// inherit).
+    pub fn start_with(config: impl Fn(&Path, &Path, &Path) -> String, env: &[(&str, &str)]) -> Containerd {
         // Short path: the socket path must fit in sun_path (108 bytes).
         let dir = tempfile::Builder::new().prefix("e2e-ctd-").tempdir_in("/tmp").unwrap();
         let (root, state) = (dir.path().join("root"), dir.path().join("state"));
@@ -234,6 +240,7 @@ impl Containerd {
             .arg("--config")
             .arg(&config)
             .env("PATH", path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -1,0 +1,101 @@
+//! The start-up spans reach an OTLP collector (`--features otlp`): containerd runs with the
+//! standard `OTEL_*` variables pointing at a collector this test plays (plain HTTP/protobuf on
+//! a local port), and one `ctr run --rm` of hello must arrive there as one trace.
+
+mod common;
+
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use prost::Message;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Accepts OTLP/HTTP posts on a local port and hands each decoded request to the receiver.
+fn collector() -> (String, mpsc::Receiver<(String, ExportTraceServiceRequest)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap();
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("an OTLP trace request");
+            (&conn).write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+            let _ = tx.send((request_line.trim().to_string(), request));
+        }
+    });
+    (endpoint, rx)
+}
+
+fn string_attr(attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue], key: &str) -> Option<String> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        Value::StringValue(s) => Some(s.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_containers_spans_reach_the_otlp_collector_as_one_trace() {
+    let (endpoint, requests) = collector();
+    let containerd = Containerd::start_with(
+        config_toml,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "200")],
+    );
+    containerd.import(hello_image());
+    let id = unique_id("traced");
+    let out = containerd.run_image(&id, HELLO_IMAGE, &[], &[], None);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "Hello from WasmEdge!\n"), "{out:#?}");
+
+    // containerd exports its own traces to the same collector (service `containerd`).
+    let ours = |request: &ExportTraceServiceRequest| {
+        request.resource_spans.iter().find(|r| {
+            r.resource.as_ref().and_then(|r| string_attr(&r.attributes, "service.name")).as_deref() == Some("containerd-shim-wasmedge")
+        }).cloned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let resource_spans = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (request_line, request) = requests.recv_timeout(left).expect("no OTLP request from the shim in 30 s");
+        assert_eq!(request_line, "POST /v1/traces HTTP/1.1");
+        if let Some(found) = ours(&request) {
+            break found;
+        }
+    };
+    let spans: Vec<_> = resource_spans.scope_spans.iter().flat_map(|s| &s.spans).collect();
+    let root = spans.iter().find(|s| s.name == "container").expect("a root span");
+    assert_eq!(string_attr(&root.attributes, "container.id"), Some(id.clone()));
+    assert_eq!(string_attr(&root.attributes, "exit.status").as_deref(), Some("0"));
+    let mut names: Vec<&str> = spans.iter().filter(|s| s.span_id != root.span_id).map(|s| s.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["confine", "create", "delete", "exit", "instantiate", "load", "prepare", "run", "setup", "spawn", "start"]);
+    for span in &spans {
+        assert_eq!(span.trace_id, root.trace_id, "{} is in another trace", span.name);
+        if span.span_id != root.span_id {
+            assert_eq!(span.parent_span_id, root.span_id, "{} is not under the root", span.name);
+            assert!(span.start_time_unix_nano >= root.start_time_unix_nano && span.end_time_unix_nano <= root.end_time_unix_nano,
+                "{} lies outside the root span", span.name);
+        }
+    }
+    let load = spans.iter().find(|s| s.name == "load").unwrap();
+    assert!(matches!(string_attr(&load.attributes, "aot").as_deref(), Some("hit" | "compiled")), "{load:?}");
+    containerd.assert_no_leftovers(&id);
+}
