@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -468,12 +469,41 @@ def remove(ctr: Ctr, ids: list) -> None:
 
 # --------------------------------------------------------------------------------- throughput
 
-def throughput(ctr: Ctr, rt: Runtime, runs: int, parallel: int, j: int) -> dict:
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_busy() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs, /proc/stat)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / TICK
+
+
+def cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) of one process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def cpu_of_children() -> float:
+    """CPU seconds of this process's waited-for children (the ctr commands)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def throughput(ctr: Ctr, rt: Runtime, runs: int, parallel: int, j: int, containerd_pid: int) -> dict:
+    """Runs per second, and where the CPU time of a run goes: ctr, containerd, and the rest of the
+    machine (the shims, runc, the containers, the kernel's work for them, and any other load)."""
+    before = (cpu_busy(), cpu_of(containerd_pid), cpu_of_children())
     t0 = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
         list(pool.map(lambda _: ctr.hello(rt, f"par{j}"), range(runs)))
     elapsed = time.perf_counter() - t0
-    return {"runs": runs, "parallel": parallel, "seconds": round(elapsed, 2), "runs_per_s": round(runs / elapsed, 2)}
+    busy, containerd, ctr_cpu = (b - a for a, b in zip(before, (cpu_busy(), cpu_of(containerd_pid), cpu_of_children())))
+    per_run = {"ctr": ctr_cpu, "containerd": containerd, "rest": busy - ctr_cpu - containerd, "all": busy}
+    return {"runs": runs, "parallel": parallel, "seconds": round(elapsed, 2), "runs_per_s": round(runs / elapsed, 2),
+            "cpu_ms_per_run": {k: round(v * 1000 / runs, 1) for k, v in per_run.items()}}
 
 
 # ------------------------------------------------------------------------------------- report
@@ -542,6 +572,10 @@ def report(results: dict, rts: list) -> None:
     table(f"Throughput: {results['config']['parallel_runs']} x ctr run --rm hello (runc: busybox echo), "
           f"{results['config']['parallel']} in parallel", ["runtime", "seconds", "runs/s", "vs runc"],
           [[k, v["seconds"], v["runs_per_s"], v["vs_runc"]] for k, v in results["throughput"].items()])
+    table(f"CPU time per run in the throughput test, ms ({os.cpu_count()} CPUs; rest = shims, runc, containers, "
+          "kernel work for them, and any other load)", ["runtime", "ctr", "containerd", "rest", "all"],
+          [[k] + [v["cpu_ms_per_run"][c] for c in ("ctr", "containerd", "rest", "all")]
+           for k, v in results["throughput"].items()])
     if results["failures"]:
         print(f"\n!! {len(results['failures'])} runs failed and were retried (all in the JSON), e.g. "
               f"{results['failures'][0]['runtime']}: {results['failures'][0]['error']}")
@@ -567,6 +601,7 @@ def main() -> None:
     ap.add_argument("--work", required=True, help="scratch directory")
     ap.add_argument("--out", required=True, help="JSON results file")
     ap.add_argument("--containerd-log", required=True, help="where containerd (and the shims) log")
+    ap.add_argument("--containerd-pid", required=True, type=int, help="for its CPU time")
     ap.add_argument("--hello-wasm", required=True)
     ap.add_argument("--primes-wasm", required=True)
     ap.add_argument("--primes-native", required=True)
@@ -593,7 +628,8 @@ def main() -> None:
     phase("idle memory")
     results["idle"] = {rt.label: idle(ctr, rt, config["idle"]) for rt in rts}
     phase("throughput")
-    results["throughput"] = {rt.label: throughput(ctr, rt, config["parallel_runs"], config["parallel"], j)
+    results["throughput"] = {rt.label: throughput(ctr, rt, config["parallel_runs"], config["parallel"], j,
+                                                      a.containerd_pid)
                              for j, rt in enumerate(rts)}
     base = results["throughput"][rts[0].label]["runs_per_s"]
     for row in results["throughput"].values():

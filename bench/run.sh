@@ -49,6 +49,6 @@ ctr image import --platform wasi/wasm "$out/primes.tar" >/dev/null
 ctr image import "$out/busybox.tar" >/dev/null
 
 python3 bench/bench.py --address "$containerd_sock" --namespace bench --work "$work" \
-  --containerd-log "$containerd_log" --out "$out/results.json" \
+  --containerd-log "$containerd_log" --containerd-pid "$containerd_pid" --out "$out/results.json" \
   --hello-wasm images/hello/target/$wasm/release/hello.wasm --primes-wasm "$out/primes.wasm" \
   --primes-native images/primes/target/release/primes
