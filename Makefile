@@ -5,6 +5,9 @@ NATIVE := $(shell if [ -n "$$IN_DEVROOT" ] || { pkg-config --atleast-version=0.1
 CARGO ?= cargo
 # Cargo features of `make build`/`make install`: `make build FEATURES=otlp` adds OTLP export.
 FEATURES ?=
+# The tests build with every feature, so the OTLP export is tested too (test/e2e_trace.rs); one
+# feature set for every test target, so they share one build.
+TEST := $(CARGO) test --release --features otlp
 WASM_TARGET := wasm32-wasip1
 
 .PHONY: all build test demo bench devroot toolchain toolchains clean install uninstall e2e-docker e2e-k8s soak fuzz
@@ -27,16 +30,15 @@ build:
 toolchains: toolchain build
 	target/release/wasmedge-image toolchains $(LANGS)
 
-# The tests build with every feature, so the OTLP export is tested too (test/e2e_trace.rs).
 test: toolchain
-	$(CARGO) test --release --features otlp -- --test-threads=1
+	$(TEST) -- --test-threads=1
 
 demo: toolchain build
 	test/demo.sh
 
 # The Docker and Kubernetes (CRI) doors alone; `make test` runs them too.
 e2e-docker e2e-k8s: toolchain
-	$(CARGO) test --release --test $(if $(filter e2e-docker,$@),e2e_docker,e2e_cri) -- --test-threads=1
+	$(TEST) --test $(if $(filter e2e-docker,$@),e2e_docker,e2e_cri) -- --test-threads=1
 
 # Not part of `make test`: about 3 minutes on 2 cores. BENCH_* variables are passed on (bench/bench.py).
 bench: toolchain build
@@ -45,7 +47,7 @@ bench: toolchain build
 # 1000 runs one after the other, 400 with 8 at a time, 200 through one pod's shim, then nothing
 # may be left (processes, mounts, cgroups, state directories, descriptors). A few minutes.
 soak: toolchain
-	SOAK_SEQUENTIAL=1000 SOAK_CONCURRENT=400 SOAK_PARALLEL=8 SOAK_POD=200 $(CARGO) test --release --test soak -- --nocapture
+	SOAK_SEQUENTIAL=1000 SOAK_CONCURRENT=400 SOAK_PARALLEL=8 SOAK_POD=200 $(TEST) --test soak -- --nocapture
 
 # The cargo-fuzz targets of fuzz/ (fuzz/README.md), FUZZ_SECONDS each (default 60).
 FUZZ_SECONDS ?= 60

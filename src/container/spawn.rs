@@ -51,8 +51,9 @@ impl PlanSender {
 }
 
 /// Clones a process that re-executes this binary as `arg` with `stdio` on fds 0-2, `plan` on
-/// fd 3 and a log pipe to the shim on fd 4 (its lines are logged, its spans go to `trace`). With `pid_ns`, the process is born in that PID
-/// namespace: a thread of the shim enters it for its children only, clones, and ends.
+/// fd 3 and a log pipe to the shim on fd 4 (its lines are logged, its spans go to `trace`).
+/// With `pid_ns`, the process is born in that PID namespace: a thread of the shim enters it for
+/// its children only, clones, and ends.
 pub(crate) fn clone_self(
     arg: &str,
     id: &str,
