@@ -388,3 +388,45 @@ fn inspect_shows_layers_entrypoint_and_why_wasm() {
         assert!(out.stdout.contains(line), "{line:?} missing in:\n{}", out.stdout);
     }
 }
+
+#[test]
+fn precompile_makes_the_first_start_a_cache_hit() {
+    toolchains_ready();
+    let containerd = Containerd::start();
+    let aot = tempfile::tempdir().unwrap(); // a cache of its own: the first compile is a miss
+    let precompile = |module: &Path| {
+        let mut cmd = Command::new(IMAGE_TOOL);
+        cmd.args(["precompile", "--aot-dir"]).arg(aot.path()).arg(module);
+        let out = exec_bounded(&mut cmd, None, RUN_TIMEOUT);
+        assert_eq!(out.code, 0, "{out:#?}");
+        out.stdout
+    };
+    // A module file: compiled once, then found.
+    assert!(precompile(hello_wasm()).contains(": Compiled in "), "first precompile");
+    assert!(precompile(hello_wasm()).contains(": Hit in "), "second precompile");
+
+    // `build --precompile`: the JavaScript runtime the image starts is compiled at build time,
+    // and the image's first container loads it from that cache.
+    let tag = "docker.io/library/precompiled-js:test";
+    let mut cmd = Command::new(IMAGE_TOOL);
+    cmd.args(["build", "images/javascript/app.js", "--tag", tag, "--import", "--namespace", NAMESPACE, "--precompile"])
+        .arg("--address")
+        .arg(containerd.sock())
+        .arg("--aot-dir")
+        .arg(aot.path())
+        .arg("--cache-dir")
+        .arg(aux_cache_dir())
+        .current_dir(repo());
+    let out = exec_bounded(&mut cmd, None, BUILD_TIMEOUT);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(out.stdout.contains(": Compiled in ") || out.stdout.contains(": Hit in "), "{out:#?}");
+
+    let options = aot.path().join("options.toml");
+    fs::write(&options, format!("aot_dir = {:?}\n", aot.path().display().to_string())).unwrap();
+    let id = unique_id("precompiled");
+    let out = containerd.run_image(&id, tag, &["--runtime-config-path", options.to_str().unwrap()], &[], None);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "Hello from JavaScript!\n"), "{out:#?}");
+    let log = containerd.log();
+    let load = log.lines().find(|l| l.contains(&format!("{id}: span load "))).unwrap_or_else(|| panic!("no load span:\n{log}"));
+    assert!(load.contains("aot=hit"), "the first start compiled: {load}");
+}

@@ -38,6 +38,9 @@ enum Command {
     Inspect(build::cli::InspectArgs),
     /// Install what languages need to build (apt, npm, PyPI) and prepare their runtimes.
     Toolchains(build::cli::ToolchainsArgs),
+    /// Compile modules into this node's AOT cache, so their first containers start from
+    /// compiled code.
+    Precompile(build::cli::PrecompileArgs),
 }
 
 #[derive(Args)]
@@ -77,6 +80,7 @@ fn main() -> Result<()> {
         Command::Run(args) => std::process::exit(build::cli::run(args)?),
         Command::Inspect(args) => build::cli::inspect(args),
         Command::Toolchains(args) => build::cli::toolchains(args),
+        Command::Precompile(args) => build::cli::precompile(args),
     }
 }
 

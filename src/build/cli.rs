@@ -10,7 +10,7 @@ use containerd_shim_wasmedge::image::writer::Format;
 
 use super::ctr::{self, Ctr};
 use super::util::{human_size, progress};
-use super::{cache, inspect as inspector, toolchains as tc, BuildOptions, Dirs, Lang};
+use super::{cache, inspect as inspector, precompile, toolchains as tc, BuildOptions, Dirs, Lang};
 
 /// Where containerd is.
 #[derive(Args, Clone)]
@@ -100,6 +100,13 @@ pub struct BuildArgs {
     /// Load the image into Docker (docker load).
     #[arg(long)]
     load: bool,
+    /// Also compile the image's module into this node's AOT cache, so that its first container
+    /// starts from compiled code (needs the runner, containerd-wasmedge-init, and root).
+    #[arg(long)]
+    precompile: bool,
+    /// The AOT cache for --precompile (default: the shim's, /var/lib/containerd-shim-wasmedge/aot).
+    #[arg(long, requires = "precompile")]
+    aot_dir: Option<PathBuf>,
     #[command(flatten)]
     containerd: ContainerdArgs,
     /// Entrypoint of the image, replacing the language's (repeat for several words).
@@ -140,8 +147,8 @@ impl ImageConfigArgs {
 }
 
 pub fn build(a: BuildArgs) -> Result<()> {
-    if a.out.is_none() && !a.import && !a.load {
-        bail!("nothing to do with the image: give --out FILE, --import or --load");
+    if a.out.is_none() && !a.import && !a.load && !a.precompile {
+        bail!("nothing to do with the image: give --out FILE, --import, --load or --precompile");
     }
     let (mut opts, dirs) = a.compile.options()?;
     opts.entrypoint = (!a.entrypoint.is_empty()).then(|| a.entrypoint.clone());
@@ -175,6 +182,9 @@ pub fn build(a: BuildArgs) -> Result<()> {
         image.save(Format::Docker, tmp.path())?;
         ctr::docker_load(tmp.path())?;
         progress("loaded into Docker");
+    }
+    if a.precompile {
+        precompile::precompile_built(&built, a.aot_dir.as_deref())?;
     }
     println!("{} {}", image.reference, image.manifest.digest);
     Ok(())
@@ -265,6 +275,20 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         print!("{}", inspector::render(&report));
     }
     Ok(())
+}
+
+#[derive(Args)]
+pub struct PrecompileArgs {
+    /// Wasm modules to compile.
+    #[arg(required = true)]
+    modules: Vec<PathBuf>,
+    /// The AOT cache (default: the shim's, /var/lib/containerd-shim-wasmedge/aot).
+    #[arg(long)]
+    aot_dir: Option<PathBuf>,
+}
+
+pub fn precompile(a: PrecompileArgs) -> Result<()> {
+    precompile::precompile(&a.modules, a.aot_dir.as_deref())
 }
 
 #[derive(Args)]

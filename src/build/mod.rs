@@ -21,6 +21,7 @@ pub mod cli;
 pub mod ctr;
 pub mod go;
 pub mod inspect;
+pub mod precompile;
 pub mod js;
 pub mod python;
 pub mod rust;

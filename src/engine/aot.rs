@@ -73,6 +73,39 @@ impl AotCache {
     }
 }
 
+/// The runner's argument for filling the cache ahead of the first start:
+/// `containerd-wasmedge-init precompile [--aot-dir DIR] MODULE...` (what `wasmedge-image
+/// precompile` and `build --precompile` run).
+pub const PRECOMPILE_ARG: &str = "precompile";
+
+/// `precompile`'s main: compiles each module into the cache (the shim's default one, or
+/// `--aot-dir`), one line per module; exits 1 if any fails.
+pub fn precompile_main(args: &[String]) -> ! {
+    let (dir, modules) = match args {
+        [flag, dir, rest @ ..] if flag == "--aot-dir" => (PathBuf::from(dir), rest),
+        rest => (PathBuf::from(DEFAULT_DIR), rest),
+    };
+    if modules.is_empty() {
+        eprintln!("usage: {PRECOMPILE_ARG} [--aot-dir DIR] MODULE...");
+        std::process::exit(2);
+    }
+    let cache = AotCache { dir, max_bytes: DEFAULT_MAX_BYTES };
+    super::quiet_wasmedge_log();
+    let mut failed = false;
+    for module in modules {
+        let start = std::time::Instant::now();
+        let compiled = std::fs::read(module).with_context(|| format!("reading {module}")).and_then(|bytes| cache.get(&bytes));
+        match compiled {
+            Ok((path, outcome)) => println!("{module}: {outcome:?} in {:.0?}: {}", start.elapsed(), path.display()),
+            Err(e) => {
+                eprintln!("{module}: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    std::process::exit(i32::from(failed))
+}
+
 fn compiler_config() -> Result<Config> {
     // Native shared objects load fastest; time limits are enforced outside the engine, so the
     // code needs no interruption checks and runs at full speed.
