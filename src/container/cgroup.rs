@@ -8,7 +8,8 @@ fn load(path: &str) -> Cgroup {
     Cgroup::load(hierarchies::auto(), path.trim_start_matches('/'))
 }
 
-/// Creates the cgroup at `path` and applies the spec's resources to it.
+/// Creates the cgroup at `path` and applies the spec's resources to it. A process joins it
+/// soon after: the wait the kernel makes that move pay starts now (see [`warm_up`]).
 pub fn create(path: &str, resources: Option<&LinuxResources>) -> Result<()> {
     let cg = Cgroup::new(hierarchies::auto(), path.trim_start_matches('/'))
         .map_err(|e| anyhow!("{e}"))
@@ -18,6 +19,7 @@ pub fn create(path: &str, resources: Option<&LinuxResources>) -> Result<()> {
             .map_err(|e| anyhow!("{e}"))
             .with_context(|| format!("setting limits on cgroup {path}"))?;
     }
+    warm_up();
     Ok(())
 }
 
@@ -27,32 +29,18 @@ pub fn join(path: &str) -> Result<()> {
     load(path).add_task_by_tgid(pid).map_err(|e| anyhow!("{e}")).with_context(|| format!("joining cgroup {path}"))
 }
 
-/// Starts, on a thread of its own, a move of the calling process into the cgroup it is already
+/// Starts, on a thread of its own, a move of the calling process into the cgroups it is already
 /// in. The kernel makes the first cgroup move after a quiet while wait for an RCU grace period
 /// (about 10 ms per container here, with cgroup v1), and moves within the next grace period do
-/// not wait: so when the shim starts this as it creates a container, the wait passes while the
-/// container starts, and the container process's own [`join`] finds it over.
-pub fn warm_up() {
+/// not wait: started as a container's cgroup is made, the wait passes while the container
+/// starts, and the container process's own [`join`] finds it over.
+fn warm_up() {
     std::thread::spawn(|| {
-        if let Some(procs) = own_procs_file() {
-            let _ = std::fs::write(procs, std::process::id().to_string());
+        let pid = std::process::id();
+        if let Ok(own) = containerd_shim::cgroup::get_cgroup(pid) {
+            let _ = own.add_task_by_tgid(CgroupPid::from(u64::from(pid)));
         }
     });
-}
-
-/// `cgroup.procs` of the calling process's cgroup: in the v1 `pids` hierarchy, or in v2.
-fn own_procs_file() -> Option<String> {
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    own.lines().find_map(|line| {
-        let (_, rest) = line.split_once(':')?;
-        let (controllers, path) = rest.split_once(':')?;
-        let dir = match controllers {
-            "" => "",
-            c if c.split(',').any(|c| c == "pids") => "pids",
-            _ => return None,
-        };
-        Some(format!("/sys/fs/cgroup/{dir}{path}/cgroup.procs").replace("//", "/"))
-    })
 }
 
 /// Removes the cgroup; it must hold no process any more.

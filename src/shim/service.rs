@@ -234,7 +234,6 @@ impl Service {
                 if let Some(path) = &launch.cgroup {
                     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
                     cgroup::create(path, resources).map_err(undo)?;
-                    cgroup::warm_up();
                 }
                 trace.add(&req.id, Span::since("prepare", trace.created()).with("kind", "wasm"));
                 let since = Instant::now();
