@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long an exit nobody claimed is kept: a process can exit before the shim has recorded its
 /// pid (a short exec, a container killed right after runc created it).
@@ -143,9 +143,6 @@ impl Service {
         }
         let at = timestamp().unwrap_or_default();
         if process.set_exit(status, at.clone()) {
-            if exec_id.is_none() {
-                task.trace.exited();
-            }
             let name = exec_id.map_or(task.id.clone(), |e| format!("{}/{e}", task.id));
             log::info!("{name}: exited with status {status}");
             self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(TaskExit {
@@ -183,9 +180,9 @@ impl Service {
     }
 
     /// The container's spans are complete at its delete: the root span is logged and exported.
-    fn end_trace(&self, task: &Task, status: u32) {
+    fn end_trace(&self, task: &Task, status: u32, exited: Option<SystemTime>) {
         let attrs = [("container.id", task.id.clone()), ("containerd.namespace", self.namespace.clone()), ("exit.status", status.to_string())];
-        let (root, spans) = task.trace.finish(&task.id, attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+        let (root, spans) = task.trace.finish(&task.id, exited, attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
         log::info!("{}: span {root}", task.id);
         trace::export(&root, &spans);
     }
@@ -596,8 +593,10 @@ impl containerd_shim::Task for Service {
         let state = task.init.state();
         let (status, at) = state.exit.as_ref().map_or((0, timestamp().unwrap_or_default()), |e| (e.status, e.at.clone()));
         let pid = state.pid.unwrap_or(0) as u32;
+        let exited = state.exit.as_ref().map(|e| UNIX_EPOCH + Duration::new(e.at.seconds as u64, e.at.nanos as u32));
+        drop(state);
         task.trace.add(&req.id, Span::since("delete", start));
-        self.end_trace(&task, status);
+        self.end_trace(&task, status, exited);
         self.publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(TaskDelete {
             container_id: req.id.clone(),
             id: req.id.clone(),

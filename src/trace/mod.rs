@@ -77,14 +77,13 @@ pub struct Trace(Arc<(Mutex<Spans>, Condvar)>);
 struct Spans {
     created: SystemTime,
     spans: Vec<Span>,
-    exited: Option<SystemTime>,
     /// Log pipes of the container's processes not yet read to their end.
     open_pipes: usize,
 }
 
 impl Trace {
     pub fn new(created: SystemTime) -> Trace {
-        Trace(Arc::new((Mutex::new(Spans { created, spans: Vec::new(), exited: None, open_pipes: 0 }), Condvar::new())))
+        Trace(Arc::new((Mutex::new(Spans { created, spans: Vec::new(), open_pipes: 0 }), Condvar::new())))
     }
 
     fn spans(&self) -> MutexGuard<'_, Spans> {
@@ -121,18 +120,14 @@ impl Trace {
         true
     }
 
-    /// When the shim learnt that the container's process exited (the first time only).
-    pub fn exited(&self) {
-        self.spans().exited.get_or_insert_with(SystemTime::now);
-    }
-
-    /// At Task.Delete: adds `exit` (from the module's end to the exit in the shim) and returns
+    /// At Task.Delete: adds `exit` (from the module's end to `exited`, when the shim learnt of
+    /// the container process's exit) and returns
     /// the root span, from create until now, with the spans under it. The processes have
     /// exited, so their pipes end within moments: their last spans are waited for, briefly.
-    pub fn finish(&self, id: &str, root_attrs: Vec<(String, String)>) -> (Span, Vec<Span>) {
+    pub fn finish(&self, id: &str, exited: Option<SystemTime>, root_attrs: Vec<(String, String)>) -> (Span, Vec<Span>) {
         let run_end = {
             let (spans, _) = self.0 .1.wait_timeout_while(self.spans(), PIPE_DRAIN, |s| s.open_pipes > 0).unwrap();
-            spans.spans.iter().rev().find(|s| s.name == "run").map(|s| s.end).zip(spans.exited)
+            spans.spans.iter().rev().find(|s| s.name == "run").map(|s| s.end).zip(exited)
         };
         if let Some((start, end)) = run_end {
             self.add(id, Span { name: "exit".into(), start, end: end.max(start), attrs: Vec::new() });
@@ -197,8 +192,7 @@ mod tests {
         let trace = Trace::new(created);
         assert!(trace.take_line("c", &format!("{WIRE_PREFIX}{}", Span::since("run", created).to_wire())));
         assert!(!trace.take_line("c", "INFO aot cache Hit"));
-        trace.exited();
-        let (root, spans) = trace.finish("c", vec![("container.id".into(), "c".into())]);
+        let (root, spans) = trace.finish("c", Some(SystemTime::now()), vec![("container.id".into(), "c".into())]);
         assert_eq!(spans.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["run", "exit"]);
         assert_eq!((root.name.as_str(), root.start), ("container", created));
         assert!(spans.iter().all(|s| s.start >= root.start && s.end <= root.end));
