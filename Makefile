@@ -10,7 +10,11 @@ FEATURES ?=
 TEST := $(CARGO) test --release --features otlp
 WASM_TARGET := wasm32-wasip1
 
-.PHONY: all build test demo bench devroot toolchain toolchains clean install uninstall e2e-docker e2e-k8s soak fuzz
+VERSION := $(shell awk -F'"' '/^version *=/ { print $$2; exit }' Cargo.toml)
+DIST_NAME := containerd-shim-wasmedge-$(VERSION)-x86_64-linux
+DIST_TARBALL := dist/$(DIST_NAME).tar.gz
+
+.PHONY: all build dist test demo bench devroot toolchain toolchains clean install uninstall e2e-docker e2e-k8s soak fuzz
 
 all: build
 
@@ -30,7 +34,12 @@ build:
 toolchains: toolchain build
 	target/release/wasmedge-image toolchains $(LANGS)
 
-test: toolchain
+# The release tarball (deploy/dist.sh): static shim and wasmedge-image, the runner with its libraries.
+dist: toolchain
+	deploy/dist.sh
+
+# The tests take the tarball too (its ELF, install.sh), so it is made first.
+test: toolchain dist
 	$(TEST) -- --test-threads=1
 
 demo: toolchain build
@@ -56,7 +65,7 @@ fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 else
-build test demo e2e-docker e2e-k8s: devroot toolchain
+build dist test demo e2e-docker e2e-k8s: devroot toolchain
 	devroot/enter.sh $(MAKE) $@ FEATURES="$(FEATURES)"
 
 toolchains: devroot toolchain
@@ -71,22 +80,22 @@ fuzz: devroot
 	devroot/enter.sh $(MAKE) fuzz FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60)
 endif
 
-# Puts the binaries `make build` made on this machine's PATH and adds the `wasmedge` runtime
-# entry to containerd's config (backing it up; idempotent; config version 2 or 3). The binaries
-# need libwasmedge 0.17 and a glibc as new as the build's. Restart containerd afterwards.
-PREFIX ?= /usr/local
-BINDIR ?= $(PREFIX)/bin
+# Installs the release tarball on this machine with its install.sh, as a node would
+# (`--prefix`, `--bindir`, `--config` from PREFIX, BINDIR, CONTAINERD_CONFIG; idempotent; the
+# config is backed up). The tarball runs on any x86_64 Linux. Restart containerd afterwards.
+PREFIX ?= /opt/containerd-shim-wasmedge
+BINDIR ?= /usr/local/bin
 CONTAINERD_CONFIG ?= /etc/containerd/config.toml
-BINARIES := containerd-shim-wasmedge-v1 containerd-wasmedge-init wasmedge-image
+INSTALL_ARGS = --prefix $(PREFIX) --bindir $(BINDIR) --config $(CONTAINERD_CONFIG)
 
-install: build
-	install -d $(DESTDIR)$(BINDIR)
-	install -m 755 $(addprefix target/release/,$(BINARIES)) $(DESTDIR)$(BINDIR)/
-	deploy/containerd-config.sh add $(DESTDIR)$(CONTAINERD_CONFIG)
+install: dist
+	rm -rf dist/.unpacked && mkdir -p dist/.unpacked
+	tar -xzf $(DIST_TARBALL) -C dist/.unpacked
+	dist/.unpacked/$(DIST_NAME)/install.sh $(INSTALL_ARGS)
 
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(BINARIES))
-	deploy/containerd-config.sh remove $(DESTDIR)$(CONTAINERD_CONFIG)
+	$(PREFIX)/install.sh --uninstall $(INSTALL_ARGS)
 
 clean:
 	$(CARGO) clean
+	rm -rf dist

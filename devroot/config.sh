@@ -4,4 +4,4 @@ DEVROOT=${DEVROOT:-/var/cache/containerd-shim-wasmedge/devroot}
 # build helper uses for C/C++, Go, JavaScript and TypeScript.
 DEVROOT_PACKAGES="ca-certificates libwasmedge-dev wasmedge containerd runc crun docker.io docker-cli kubectl \
 containernetworking-plugins iptables gcc libc6-dev libclang-dev make pkg-config procps util-linux iproute2 \
-busybox-static git clang lld wasi-libc libclang-rt-dev-wasm32 libc++-dev-wasm32 golang-go nodejs npm esbuild"
+busybox-static git patchelf binutils clang lld wasi-libc libclang-rt-dev-wasm32 libc++-dev-wasm32 golang-go nodejs npm esbuild"

@@ -6,8 +6,10 @@
 //! - [`engine`]: WasmEdge itself: the WASI mapping, running a module, exit codes.
 //! - [`image`]: telling wasm images apart and writing wasm OCI images.
 //! - [`trace`]: the spans of a container's start-up, logged and (feature `otlp`) exported.
+//! - [`version`]: what `--version` prints.
 pub mod container;
 pub mod engine;
 pub mod image;
 pub mod shim;
 pub mod trace;
+pub mod version;

@@ -1,8 +1,8 @@
-//! The install path on scratch files: `deploy/containerd-config.sh` adds the runtime entry to
-//! containerd configs of version 2 and 3 (and to none at all) idempotently, containerd itself
-//! reads the result, and `remove` gives back the original bytes; `make install`/`uninstall`
-//! with a scratch PREFIX and config; the manifests under deploy/ parse as Kubernetes objects.
-//! Needs containerd and kubectl (the dev root has them).
+//! The one install path, `install.sh` from the real release tarball (make test makes it first),
+//! on scratch prefixes and configs: files, links, the runtime entry in configs of version 2 and 3
+//! (and in none at all) that containerd itself reads, idempotence, backups, `--uninstall` giving
+//! back the original bytes, its refusals; `make install`/`uninstall`; the manifests under deploy/
+//! parse as Kubernetes objects. Needs containerd and kubectl (the dev root has them).
 
 mod common;
 
@@ -12,16 +12,46 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+const BINARIES: [&str; 3] = ["containerd-shim-wasmedge-v1", "containerd-wasmedge-init", "wasmedge-image"];
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn config_script(action: &str, config: &Path) -> Out {
-    let mut cmd = Command::new(repo().join("deploy/containerd-config.sh"));
-    cmd.arg(action).arg(config);
-    let out = exec_bounded(&mut cmd, None, Duration::from_secs(30));
-    assert_eq!(out.code, 0, "containerd-config.sh {action} failed: {out:#?}");
-    out
+/// A scratch machine: the unpacked tarball, a prefix, a bindir and a config path.
+struct Scratch {
+    _dir: tempfile::TempDir,
+    release: PathBuf,
+    prefix: PathBuf,
+    bindir: PathBuf,
+    config: PathBuf,
+}
+
+fn scratch() -> Scratch {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exec_bounded(Command::new("tar").arg("-xzf").arg(dist_tarball()).arg("-C").arg(dir.path()), None, Duration::from_secs(60));
+    assert_eq!(out.code, 0, "{out:#?}");
+    Scratch {
+        release: dir.path().join(dist_name()),
+        prefix: dir.path().join("opt/containerd-shim-wasmedge"),
+        bindir: dir.path().join("usr/local/bin"),
+        config: dir.path().join("etc/containerd/config.toml"),
+        _dir: dir,
+    }
+}
+
+impl Scratch {
+    fn install_cmd(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(self.release.join("install.sh"));
+        cmd.arg("--prefix").arg(&self.prefix).arg("--bindir").arg(&self.bindir).arg("--config").arg(&self.config).args(extra);
+        cmd
+    }
+
+    fn install(&self, extra: &[&str]) -> Out {
+        let out = exec_bounded(&mut self.install_cmd(extra), None, Duration::from_secs(60));
+        assert_eq!(out.code, 0, "install.sh {extra:?} failed: {out:#?}");
+        out
+    }
 }
 
 /// containerd's own view of a config file: `containerd config dump` (version 2 is migrated).
@@ -57,72 +87,128 @@ const V2: &str = r#"version = 2
 "#;
 
 #[test]
-fn runtime_entry_is_added_once_read_by_containerd_and_removed_cleanly() {
+fn install_links_the_binaries_adds_the_entry_once_and_uninstall_restores_the_config() {
     for (name, original) in [("v3", V3), ("v2", V2)] {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.toml");
-        fs::write(&config, original).unwrap();
+        let s = scratch();
+        let etc = s.config.parent().unwrap();
+        fs::create_dir_all(etc).unwrap();
+        fs::write(&s.config, original).unwrap();
 
-        let out = config_script("add", &config);
-        assert!(out.stdout.contains("added"), "{name}: {out:#?}");
-        let added = fs::read_to_string(&config).unwrap();
+        let out = s.install(&[]);
+        assert!(out.stdout.contains("added runtime handler"), "{name}: {out:#?}");
+        for bin in BINARIES {
+            let link = s.bindir.join(bin);
+            assert_eq!(fs::read_link(&link).unwrap(), s.prefix.join("bin").join(bin), "{name}");
+        }
+        let libs: Vec<String> = fs::read_dir(s.prefix.join("lib")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
+        assert!(libs.iter().any(|l| l.starts_with("libwasmedge.so")), "{name}: {libs:?}");
+        // The shim through its link, and the runner as the shim runs it (through the bundled
+        // loader, since this prefix is not the default one).
+        let out = exec_bounded(&mut Command::new(s.bindir.join("containerd-shim-wasmedge-v1")).arg("--version"), None, Duration::from_secs(30));
+        assert!(out.stdout.starts_with("containerd-shim-wasmedge-v1 "), "{out:#?}");
+        let out = exec_bounded(Command::new(s.prefix.join("lib/ld-linux-x86-64.so.2")).arg(s.prefix.join("bin/containerd-wasmedge-init")).arg("--version"), None, Duration::from_secs(30));
+        assert!(out.stdout.contains("WasmEdge: 0.17"), "{out:#?}");
+
+        let added = fs::read_to_string(&s.config).unwrap();
         assert!(added.starts_with(original), "{name}: the old content changed:\n{added}");
-        assert_eq!(backups(dir.path()).len(), 1, "{name}: no backup");
-        assert_eq!(fs::read_to_string(&backups(dir.path())[0]).unwrap(), original);
-        assert_runtime_entry(&containerd_dump(&config));
+        assert_eq!(backups(etc).len(), 1, "{name}: no backup");
+        assert_eq!(fs::read_to_string(&backups(etc)[0]).unwrap(), original);
+        assert_runtime_entry(&containerd_dump(&s.config));
 
-        // Idempotent: a second add changes nothing and makes no backup.
-        let out = config_script("add", &config);
+        // Idempotent: a second install changes no config and makes no backup.
+        let out = s.install(&[]);
         assert!(out.stdout.contains("already"), "{name}: {out:#?}");
-        assert_eq!(fs::read_to_string(&config).unwrap(), added, "{name}");
-        assert_eq!(backups(dir.path()).len(), 1, "{name}");
+        assert_eq!(fs::read_to_string(&s.config).unwrap(), added, "{name}");
+        assert_eq!(backups(etc).len(), 1, "{name}");
 
-        config_script("remove", &config);
-        assert_eq!(fs::read_to_string(&config).unwrap(), original, "{name}: remove did not restore the file");
-        assert!(!containerd_dump(&config).contains("io.containerd.wasmedge.v1"), "{name}");
-        let out = config_script("remove", &config);
+        let out = s.install(&["--uninstall"]);
+        assert!(out.stdout.contains("removed runtime handler"), "{name}: {out:#?}");
+        assert_eq!(fs::read_to_string(&s.config).unwrap(), original, "{name}: uninstall did not restore the file");
+        assert!(!containerd_dump(&s.config).contains("io.containerd.wasmedge.v1"), "{name}");
+        assert!(!s.prefix.exists(), "{name}: the prefix is left");
+        assert_eq!(fs::read_dir(&s.bindir).unwrap().count(), 0, "{name}: links left");
+        let out = s.install(&["--uninstall"]);
         assert!(out.stdout.contains("no wasmedge runtime entry"), "{name}: {out:#?}");
     }
 }
 
 #[test]
-fn a_missing_config_becomes_a_version_3_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("etc/containerd/config.toml");
-    config_script("add", &config);
-    let text = fs::read_to_string(&config).unwrap();
-    assert!(text.starts_with("version = 3\n"), "{text}");
-    assert_runtime_entry(&containerd_dump(&config));
-    assert!(backups(config.parent().unwrap()).is_empty(), "a backup of nothing");
+fn a_missing_config_takes_the_installed_containerds_version() {
+    let s = scratch();
+    s.install(&[]);
+    let text = fs::read_to_string(&s.config).unwrap();
+    let containerd = exec_bounded(Command::new("containerd").arg("--version"), None, Duration::from_secs(30)).stdout;
+    let want = if containerd.split_whitespace().any(|w| w.trim_start_matches('v').starts_with("1.")) { 2 } else { 3 };
+    assert!(text.starts_with(&format!("version = {want}\n")), "{containerd}: {text}");
+    assert_runtime_entry(&containerd_dump(&s.config));
+    assert!(backups(s.config.parent().unwrap()).is_empty(), "a backup of nothing");
+}
+
+/// A directory of links to the given tools, to run install.sh with a PATH that lacks others.
+fn path_of(dir: &Path, tools: &[&str]) -> PathBuf {
+    let bin = dir.join("path");
+    fs::create_dir_all(&bin).unwrap();
+    for tool in tools {
+        let real = exec_bounded(Command::new("sh").args(["-c", &format!("command -v {tool}")]), None, Duration::from_secs(5)).stdout;
+        std::os::unix::fs::symlink(real.trim(), bin.join(tool)).unwrap();
+    }
+    bin
+}
+
+#[test]
+fn install_refuses_non_root_other_architectures_and_nodes_without_containerd() {
+    let s = scratch();
+    let refused = |cmd: &mut Command, why: &str| {
+        let out = exec_bounded(cmd, None, Duration::from_secs(30));
+        assert_eq!(out.code, 1, "{why}: {out:#?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{why}: not one line: {out:#?}");
+        assert!(out.stderr.contains(why), "{why}: {out:#?}");
+        assert!(!s.prefix.exists() && !s.config.exists(), "{why}: it wrote something");
+    };
+    let mut as_nobody = Command::new("setpriv");
+    as_nobody.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(s.release.join("install.sh"));
+    refused(&mut as_nobody, "must run as root");
+
+    let tools = path_of(s.prefix.parent().unwrap().parent().unwrap(), &["dirname", "id", "uname"]);
+    refused(s.install_cmd(&[]).env("PATH", &tools), "containerd is not installed");
+    // An arm64 machine, as uname tells it.
+    let arm = tools.with_file_name("arm");
+    fs::create_dir_all(&arm).unwrap();
+    fs::write(arm.join("uname"), "#!/bin/sh\necho aarch64\n").unwrap();
+    fs::set_permissions(arm.join("uname"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    refused(s.install_cmd(&[]).env("PATH", format!("{}:{}", arm.display(), std::env::var("PATH").unwrap())), "this release is for x86_64; this machine is aarch64");
+    refused(s.install_cmd(&["--prefix", "relative"]), "--prefix must be an absolute path");
 }
 
 #[test]
 fn make_install_and_uninstall_on_a_scratch_prefix() {
-    let dir = tempfile::tempdir().unwrap();
-    let (prefix, config) = (dir.path().join("usr"), dir.path().join("config.toml"));
-    fs::write(&config, V3).unwrap();
-    // `build` is up to date (cargo built the binaries for this test); make must not rebuild
-    // through cargo while cargo runs us, so the install recipe is run with build satisfied.
+    let s = scratch();
+    fs::create_dir_all(s.config.parent().unwrap()).unwrap();
+    fs::write(&s.config, V3).unwrap();
+    // The tarball is up to date (make test made it); make must not rebuild through cargo while
+    // cargo runs us, so the recipes run with dist satisfied.
     let make = |target: &str| {
         let mut cmd = Command::new("make");
         cmd.current_dir(repo())
-            .args(["-o", "build", "-o", "devroot", "-o", "toolchain", target])
-            .arg(format!("PREFIX={}", prefix.display()))
-            .arg(format!("CONTAINERD_CONFIG={}", config.display()))
+            .args(["-o", "dist", "-o", "build", "-o", "devroot", "-o", "toolchain", target])
+            .arg(format!("PREFIX={}", s.prefix.display()))
+            .arg(format!("BINDIR={}", s.bindir.display()))
+            .arg(format!("CONTAINERD_CONFIG={}", s.config.display()))
             .env("IN_DEVROOT", "1");
         let out = exec_bounded(&mut cmd, None, Duration::from_secs(60));
         assert_eq!(out.code, 0, "make {target} failed: {out:#?}");
     };
     make("install");
-    for bin in ["containerd-shim-wasmedge-v1", "containerd-wasmedge-init", "wasmedge-image"] {
-        assert!(prefix.join("bin").join(bin).is_file(), "{bin} not installed");
+    for bin in BINARIES {
+        assert!(s.prefix.join("bin").join(bin).is_file(), "{bin} not installed");
+        assert!(s.bindir.join(bin).is_symlink(), "{bin} not linked");
     }
-    assert_runtime_entry(&containerd_dump(&config));
+    assert_runtime_entry(&containerd_dump(&s.config));
     make("install");
-    assert_eq!(backups(dir.path()).len(), 1, "a second make install changed the config again");
+    assert_eq!(backups(s.config.parent().unwrap()).len(), 1, "a second make install changed the config again");
     make("uninstall");
-    assert_eq!(fs::read_dir(prefix.join("bin")).unwrap().count(), 0, "binaries left after uninstall");
-    assert_eq!(fs::read_to_string(&config).unwrap(), V3);
+    assert!(!s.prefix.exists(), "the prefix is left after uninstall");
+    assert_eq!(fs::read_to_string(&s.config).unwrap(), V3);
 }
 
 #[test]

@@ -17,7 +17,6 @@ mod build;
 #[derive(Parser)]
 #[command(
     name = "wasmedge-image",
-    version,
     about = "Build OCI images of WebAssembly modules"
 )]
 struct Cli {
@@ -74,6 +73,10 @@ struct PackArgs {
 }
 
 fn main() -> Result<()> {
+    if containerd_shim_wasmedge::version::asked() {
+        print!("{}", containerd_shim_wasmedge::version::text("wasmedge-image", None));
+        return Ok(());
+    }
     match Cli::parse().command {
         Command::Pack(args) => pack(args),
         Command::Build(args) => build::cli::build(args),

@@ -4,23 +4,21 @@
 //! WasmEdge (this one does not) and keys the cache as the shim does.
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use containerd_shim_wasmedge::engine::aot::PRECOMPILE_ARG;
-use containerd_shim_wasmedge::container::RUNNER_BIN;
+use containerd_shim_wasmedge::engine::PRECOMPILE_ARG;
+use containerd_shim_wasmedge::container::{runner::Runner, RUNNER_BIN};
 
 use super::Built;
 
 /// Compiles `modules` into the AOT cache at `aot_dir` (default: the shim's).
 pub fn precompile(modules: &[PathBuf], aot_dir: Option<&Path>) -> Result<()> {
     let runner = runner();
-    let mut cmd = Command::new(&runner);
-    cmd.arg(PRECOMPILE_ARG);
+    let mut cmd = runner.command([PRECOMPILE_ARG]);
     if let Some(dir) = aot_dir {
         cmd.arg("--aot-dir").arg(dir);
     }
-    let status = cmd.args(modules).status().with_context(|| format!("running {}", runner.display()))?;
+    let status = cmd.args(modules).status().with_context(|| format!("running {}", runner.program.display()))?;
     if !status.success() {
         bail!("precompiling failed ({status})");
     }
@@ -57,10 +55,6 @@ fn from_layers(built: &Built, path: &str) -> Result<Vec<u8>> {
 }
 
 /// The runner next to this binary (as installed), else on PATH.
-fn runner() -> PathBuf {
-    std::env::current_exe()
-        .map(|exe| exe.with_file_name(RUNNER_BIN))
-        .ok()
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from(RUNNER_BIN))
+fn runner() -> Runner {
+    Runner::beside_self().unwrap_or_else(|_| Runner { program: RUNNER_BIN.into(), prefix_args: Vec::new() })
 }

@@ -7,23 +7,31 @@
 //! cgroup and its other namespaces (`/proc/PID/ns/*`), takes the container's root
 //! (`/proc/PID/root`) as its own, and runs the module with its own argv, environment, stdio and
 //! exit code.
-use super::outcome::{finish, load, ProcessError};
-use super::{cgroup, launch::MountKind, report, spawn, stdio::Stdio, Launch, LAUNCH_FD};
-use crate::engine::{self, EngineOptions, ExitCode, WasiContext};
+use super::{launch::MountKind, spawn, stdio::Stdio, Launch};
+use crate::engine::{EngineOptions, WasiContext};
 use crate::trace::Trace;
-use anyhow::{bail, Context, Result};
-use nix::sched::{setns, CloneFlags};
+use anyhow::{bail, Result};
+use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use std::fs::File;
-use std::os::fd::FromRawFd;
 use std::path::PathBuf;
+// The process side, in the binary that links WasmEdge.
+#[cfg(feature = "engine")]
+use {
+    super::outcome::{finish, load, ProcessError},
+    super::{cgroup, report, LAUNCH_FD},
+    crate::engine::{self, ExitCode},
+    anyhow::Context,
+    nix::sched::setns,
+    std::{fs::File, os::fd::FromRawFd},
+};
 
 /// The first argument that turns the shim binary into an exec process.
 pub const EXEC_ARG: &str = "exec";
 
 /// Namespaces an exec process joins besides the PID namespace (entered at clone) and the
-/// mount namespace (entered last, see [`enter`]).
+/// mount namespace (entered last, see `enter`).
+#[cfg(feature = "engine")]
 const JOINED: &[(&str, CloneFlags)] = &[
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
@@ -81,11 +89,13 @@ pub fn spawn(plan: &ExecPlan, stdio: &Stdio, trace: &Trace) -> Result<Pid> {
 
 /// The exec process's main: never returns, exits like a container process (same exit codes,
 /// one line of reason on its stderr).
+#[cfg(feature = "engine")]
 pub fn main() -> ! {
     report::log_to_shim(unsafe { File::from_raw_fd(report::REPORT_FD) });
     finish("exec", run())
 }
 
+#[cfg(feature = "engine")]
 fn run() -> Result<ExitCode, ProcessError> {
     let plan: ExecPlan = serde_json::from_reader(unsafe { File::from_raw_fd(LAUNCH_FD) })
         .context("reading the exec plan")
@@ -122,6 +132,7 @@ fn run() -> Result<ExitCode, ProcessError> {
 /// Takes the container's root (with the container's mounts on it) as this process's root. The
 /// process enters the container's mount namespace too, unless the engine already started
 /// threads, which setns(CLONE_NEWNS) refuses: the root alone gives the same view of files.
+#[cfg(feature = "engine")]
 fn enter(root: &File, mnt: File) -> Result<()> {
     if let Err(e) = setns(mnt, CloneFlags::CLONE_NEWNS) {
         log::debug!("staying in the shim's mount namespace: {e}");

@@ -5,12 +5,15 @@
 //! cgroup, mounts, pivots into the rootfs and hands the module to the engine.
 pub mod cgroup;
 pub mod exec;
+#[cfg(feature = "engine")]
 pub mod init;
 pub mod launch;
 pub mod linux;
+#[cfg(feature = "engine")]
 pub mod outcome;
 pub mod report;
 pub mod rootfs;
+pub mod runner;
 pub mod security;
 pub mod spawn;
 pub mod stdio;

@@ -1,7 +1,7 @@
 //! Starts a container process: clone(2) into the new namespaces the spec asks for, then exec this
 //! binary as `init` with the container's stdio on fds 0-2, its launch plan on fd 3 and the pipe
 //! for its log lines on fd 4.
-use super::{report, stdio::Stdio, zygote, Launch, INIT_ARG, RUNNER_BIN};
+use super::{report, runner::Runner, stdio::Stdio, zygote, Launch, INIT_ARG, RUNNER_BIN};
 use crate::trace::Trace;
 use anyhow::{Context, Result};
 use nix::fcntl::{fcntl, FcntlArg};
@@ -74,15 +74,19 @@ pub(crate) fn clone_self(
         .map(|fd| fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map(|raw| unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) }))
         .collect::<nix::Result<_>>()
         .context("duplicating stdio")?;
-    let runner = runner()?;
+    let runner = Runner::beside_self()?;
     if let Some(pid) = zygote::spawn(arg, sources, flags, pid_ns, &runner) {
         let pid = pid?;
         report::forward(id.to_string(), log_read.into(), trace.clone());
         return Ok(pid);
     }
     let high_raw: Vec<i32> = high.iter().map(|fd| fd.as_raw_fd()).collect();
-    let exe = CString::new(runner.into_os_string().into_encoded_bytes())?;
-    let argv = [CString::new(RUNNER_BIN)?, CString::new(arg)?];
+    let exe = CString::new(runner.program.into_os_string().into_encoded_bytes())?;
+    let argv: Vec<CString> = std::iter::once(RUNNER_BIN.into())
+        .chain(runner.prefix_args.into_iter().map(|a| a.into_encoded_bytes()))
+        .chain([arg.into()])
+        .map(CString::new)
+        .collect::<Result<_, _>>()?;
     let env: Vec<CString> = std::env::var("RUST_LOG").ok().map(|v| CString::new(format!("RUST_LOG={v}"))).into_iter().collect::<Result<_, _>>()?;
 
     let clone = || -> Result<Pid> {
@@ -123,11 +127,6 @@ pub(crate) fn clone_self(
     };
     report::forward(id.to_string(), log_read.into(), trace.clone());
     Ok(pid)
-}
-
-/// The runner binary sits next to the shim's own.
-fn runner() -> Result<std::path::PathBuf> {
-    Ok(std::env::current_exe().context("locating the shim binary")?.with_file_name(RUNNER_BIN))
 }
 
 /// The launch plan in an anonymous memory file: no size limit, and nothing to clean up.

@@ -3,7 +3,7 @@
 //! compiled code valid (module digest, WasmEdge version, CPU, compile options), written
 //! atomically (concurrent starts of one module are fine), and evicted oldest first past a size
 //! bound.
-use super::depth;
+use super::{depth, DEFAULT_AOT_DIR, DEFAULT_AOT_MAX_BYTES, PRECOMPILE_ARG};
 use anyhow::{anyhow, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -12,9 +12,6 @@ use wasmedge_sdk::{
     config::{CompilerConfigOptions, Config, ConfigBuilder},
     CompilerOutputFormat, CompilerOptimizationLevel,
 };
-
-pub const DEFAULT_DIR: &str = "/var/lib/containerd-shim-wasmedge/aot";
-pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
 
 pub struct AotCache {
     pub dir: PathBuf,
@@ -73,24 +70,19 @@ impl AotCache {
     }
 }
 
-/// The runner's argument for filling the cache ahead of the first start:
-/// `containerd-wasmedge-init precompile [--aot-dir DIR] MODULE...` (what `wasmedge-image
-/// precompile` and `build --precompile` run).
-pub const PRECOMPILE_ARG: &str = "precompile";
-
 /// `precompile`'s main: compiles each module into the cache (the shim's default one, or
 /// `--aot-dir`), one line per module; exits 1 if any fails.
 pub fn precompile_main(args: &[String]) -> ! {
     let (dir, modules) = match args {
         [flag, dir, rest @ ..] if flag == "--aot-dir" => (PathBuf::from(dir), rest),
-        rest => (PathBuf::from(DEFAULT_DIR), rest),
+        rest => (PathBuf::from(DEFAULT_AOT_DIR), rest),
     };
     if modules.is_empty() {
         eprintln!("usage: {PRECOMPILE_ARG} [--aot-dir DIR] MODULE...");
         std::process::exit(2);
     }
-    let cache = AotCache { dir, max_bytes: DEFAULT_MAX_BYTES };
-    super::quiet_wasmedge_log();
+    let cache = AotCache { dir, max_bytes: DEFAULT_AOT_MAX_BYTES };
+    super::vm::quiet_wasmedge_log();
     let mut failed = false;
     for module in modules {
         let start = std::time::Instant::now();

@@ -1,8 +1,6 @@
 //! The WASI view of a container: argv, environment and the directories the module may open.
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use wasmedge_sdk::wasi::WasiModule;
 
 /// A directory the module sees at `guest`, backed by `host` in the container's filesystem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,9 +40,11 @@ impl WasiContext {
     }
 
     /// Creates WasmEdge's WASI host module for this context.
-    pub fn create_module(&self) -> Result<WasiModule> {
+    #[cfg(feature = "engine")]
+    pub fn create_module(&self) -> anyhow::Result<wasmedge_sdk::wasi::WasiModule> {
+        use anyhow::Context;
         let preopens: Vec<String> = self.preopens.iter().map(Preopen::to_wasmedge).collect();
-        WasiModule::create(
+        wasmedge_sdk::wasi::WasiModule::create(
             Some(self.args.iter().map(String::as_str).collect()),
             Some(self.env.iter().map(String::as_str).collect()),
             Some(preopens.iter().map(String::as_str).collect()),
@@ -56,6 +56,7 @@ impl WasiContext {
 
 impl Preopen {
     /// WasmEdge's `GUEST:HOST[:readonly]` form.
+    #[cfg(feature = "engine")]
     fn to_wasmedge(&self) -> String {
         let ro = if self.readonly { ":readonly" } else { "" };
         format!("{}:{}{ro}", self.guest.display(), self.host.display())

@@ -9,7 +9,7 @@
 //! aot_max_bytes = 2147483648
 //! ```
 use crate::container::launch::parse_duration;
-use crate::engine::{aot, EngineOptions};
+use crate::engine::{EngineOptions, DEFAULT_AOT_MAX_BYTES};
 use anyhow::{Context, Result};
 use containerd_shim::protos::protobuf::{well_known_types::any::Any, CodedInputStream};
 use serde::Deserialize;
@@ -64,7 +64,7 @@ fn parse(text: &str) -> Result<EngineOptions> {
     } else if let Some(dir) = file.aot_dir {
         options.aot_dir = Some(dir);
     }
-    options.aot_max_bytes = file.aot_max_bytes.unwrap_or(aot::DEFAULT_MAX_BYTES);
+    options.aot_max_bytes = file.aot_max_bytes.unwrap_or(DEFAULT_AOT_MAX_BYTES);
     Ok(options)
 }
 

@@ -468,3 +468,17 @@ pub fn cgroup_file(pid: u32, controller: &str, v1_file: &str, v2_file: &str) -> 
     let path = cgroups.lines().find_map(|l| l.strip_prefix("0::")).expect("no cgroup of the process");
     PathBuf::from(format!("/sys/fs/cgroup{path}/{v2_file}"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// The release tarball (`make dist`; `make test` makes it before the tests)
+
+/// `containerd-shim-wasmedge-VERSION-x86_64-linux`: the tarball's name and its top directory.
+pub fn dist_name() -> String {
+    format!("containerd-shim-wasmedge-{}-x86_64-linux", env!("CARGO_PKG_VERSION"))
+}
+
+pub fn dist_tarball() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist").join(format!("{}.tar.gz", dist_name()));
+    assert!(path.is_file(), "{} is missing: run `make dist` (make test does) first", path.display());
+    path
+}
