@@ -20,6 +20,9 @@ features=${DIST_FEATURES:-otlp}
 
 rustup target list --installed | grep -qx $musl || rustup target add $musl
 $cargo build --release --features "$features" --bin containerd-wasmedge-init
+# The static binaries report the WasmEdge the runner loads.
+WASMEDGE_VERSION=$(target/release/containerd-wasmedge-init --version | sed -n 's/^WasmEdge: //p')
+export WASMEDGE_VERSION
 $cargo build --release --target $musl --no-default-features --features "$features" \
   --bin containerd-shim-wasmedge-v1 --bin wasmedge-image
 

@@ -107,3 +107,19 @@ fn the_checksum_file_matches_the_tarball() {
     assert_eq!(out.code, 0, "{out:#?}");
     assert!(out.stdout.contains(": OK"), "{out:#?}");
 }
+
+#[test]
+fn a_shim_without_its_runner_fails_each_container_with_one_line_naming_where_it_looked() {
+    // The tarball's shim alone on containerd's PATH, as a half-done manual install leaves it.
+    let dir = tempfile::tempdir().unwrap();
+    fs::copy(unpacked().join("bin/containerd-shim-wasmedge-v1"), dir.path().join("containerd-shim-wasmedge-v1")).unwrap();
+    let containerd = Containerd::start_in(config_toml, &[], dir.path());
+    containerd.import(hello_image());
+    let id = unique_id("norunner");
+    let out = containerd.run_image(&id, HELLO_IMAGE, &[], &[], None);
+    assert_ne!(out.code, 0, "{out:#?}");
+    let want = format!("{RUNNER} not found at {}", dir.path().join(RUNNER).display());
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(lines.len() == 1 && lines[0].contains(&want), "want one line with {want:?}: {out:#?}");
+    let _ = containerd.ctr(&["container", "rm", &id]);
+}

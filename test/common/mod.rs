@@ -223,6 +223,11 @@ impl Containerd {
     /// A containerd with its own config and `env` added to its environment (which its shims
     /// inherit).
     pub fn start_with(config: impl Fn(&Path, &Path, &Path) -> String, env: &[(&str, &str)]) -> Containerd {
+        Containerd::start_in(config, env, Path::new(SHIM).parent().unwrap())
+    }
+
+    /// As [`Containerd::start_with`], with the shim taken from `shim_dir`.
+    pub fn start_in(config: impl Fn(&Path, &Path, &Path) -> String, env: &[(&str, &str)], shim_dir: &Path) -> Containerd {
         // Short path: the socket path must fit in sun_path (108 bytes).
         let dir = tempfile::Builder::new().prefix("e2e-ctd-").tempdir_in("/tmp").unwrap();
         let (root, state) = (dir.path().join("root"), dir.path().join("state"));
@@ -233,7 +238,6 @@ impl Containerd {
         let config = config_path;
 
         // containerd finds `containerd-shim-wasmedge-v1` for io.containerd.wasmedge.v1 on its PATH.
-        let shim_dir = Path::new(SHIM).parent().unwrap();
         let path = format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap_or_default());
         let log = fs::File::create(dir.path().join("containerd.log")).unwrap();
         let daemon = Command::new("containerd")
