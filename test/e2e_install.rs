@@ -177,7 +177,7 @@ fn install_refuses_non_root_other_architectures_and_nodes_without_containerd() {
     fs::write(arm.join("uname"), "#!/bin/sh\necho aarch64\n").unwrap();
     fs::set_permissions(arm.join("uname"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     refused(s.install_cmd(&[]).env("PATH", format!("{}:{}", arm.display(), std::env::var("PATH").unwrap())), "this release is for x86_64; this machine is aarch64");
-    refused(s.install_cmd(&["--prefix", "relative"]), "--prefix must be an absolute path");
+    refused(&mut s.install_cmd(&["--prefix", "relative"]), "--prefix must be an absolute path");
 }
 
 #[test]
