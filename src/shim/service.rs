@@ -7,7 +7,7 @@ use super::{
     options,
     task::{Exec, IoPaths, Process, Runtime, Status, Task},
 };
-use crate::container::{cgroup, exec::ExecPlan, linux::Runc, rootfs, spawn, stdio::Stdio, Launch};
+use crate::container::{cgroup, exec::ExecPlan, launch, linux::Runc, rootfs, spawn, stdio::Stdio, Launch};
 use crate::image::detect::Kind;
 use crate::trace::{self, Span, Trace};
 use anyhow::{anyhow, Context};
@@ -211,8 +211,8 @@ impl Service {
             // serde_json says what is wrong and where; oci-spec's own loader only "serde failed".
             serde_json::from_slice(&bytes).context("malformed config.json")?
         };
-        let defaults = options::engine_defaults(req.options.as_ref())?;
-        let launch = Launch::from_spec(&req.id, bundle, &spec, &defaults)?;
+        let options = options::runtime_options(req.options.as_ref())?;
+        let launch = Launch::from_spec(&req.id, bundle, &spec, &options.engine, options.systemd_cgroup)?;
         if req.terminal {
             return Err(anyhow!("a terminal (-t) is not supported by the wasmedge shim"));
         }
@@ -228,6 +228,10 @@ impl Service {
         match classify(&spec, &launch, &Containerd { address: &self.address, namespace: &self.namespace }) {
             Kind::Wasm(why) => {
                 log::info!("{}: wasm container: {why}", req.id);
+                launch::refuse_unsupported(&spec).map_err(undo)?;
+                if launch.systemd_cgroup && cgroup::systemd_manages_cgroups() {
+                    log::warn!("{}: systemd runs this node, but the shim makes cgroup {} itself: no transient unit over D-Bus", req.id, launch.cgroup.as_deref().unwrap_or_default());
+                }
                 if let Some(path) = &launch.cgroup {
                     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
                     cgroup::create(path, resources).map_err(undo)?;
@@ -250,7 +254,7 @@ impl Service {
             }
             Kind::Linux => {
                 log::info!("{}: Linux container ({} is not wasm): running it with runc", req.id, launch.entrypoint.display());
-                let runc = Runc::new(&req.id, bundle, launch.cgroup.as_deref());
+                let runc = Runc::new(&req.id, bundle, launch.systemd_cgroup);
                 trace.add(&req.id, Span::since("prepare", trace.created()).with("kind", "linux"));
                 let since = Instant::now();
                 let spawned_at = SystemTime::now();
