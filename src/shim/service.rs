@@ -34,6 +34,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// pid (a short exec, a container killed right after runc created it).
 const UNCLAIMED_EXIT_TTL: Duration = Duration::from_secs(60);
 
+/// The exit status of an exec that could not be started: 125, as for a container that could
+/// not be set up.
+const EXEC_START_FAILED: u32 = 125;
+
 #[derive(Default)]
 struct Registry {
     tasks: HashMap<String, Arc<Task>>,
@@ -330,7 +334,10 @@ impl Service {
         let pid = match spawned {
             Ok(pid) => pid,
             Err(e) => {
+                // It never ran, but it still ends: containerd waits on every exec it makes (CRI's
+                // ExecSync before the start), and a Wait left pending keeps the shim from exiting.
                 exec.process.state().hold_exit = false;
+                exec.process.set_exit(EXEC_START_FAILED, timestamp().unwrap_or_default());
                 return Err(internal(e));
             }
         };
