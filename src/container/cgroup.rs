@@ -65,9 +65,9 @@ fn expand_slice(slice: &str) -> Result<String, String> {
     Ok(path)
 }
 
-/// Where systemd is PID 1, runc's systemd driver would ask it for a transient scope; the shim
-/// does not (no D-Bus client here), so it says so in the log: systemd will not account for or
-/// clean up the cgroup the shim made.
+/// Whether systemd runs this node (sd_booted's test). There runc's systemd driver asks it over
+/// D-Bus for a transient scope; the shim has no D-Bus client, makes the cgroup itself and says
+/// so in the log, since systemd then neither knows nor cleans up that cgroup.
 pub fn systemd_manages_cgroups() -> bool {
     std::path::Path::new("/run/systemd/system").is_dir()
 }

@@ -155,23 +155,25 @@ pub fn refuse_unsupported(spec: &Spec) -> Result<()> {
         ("a NUMA memory policy (linux.memoryPolicy)", linux.is_some_and(|l| l.memory_policy().is_some())),
         ("network devices (linux.netDevices)", linux.is_some_and(|l| l.net_devices().as_ref().is_some_and(|d| !d.is_empty()))),
     ];
-    if let Some((what, _)) = asked.iter().find(|(_, asked)| *asked) {
-        bail!("the wasmedge shim does not support {what} for a wasm container");
-    }
+    refuse_any(&asked)?;
     spec.process().as_ref().map_or(Ok(()), refuse_unsupported_process)
 }
 
 /// The part of [`refuse_unsupported`] that holds for an exec's process too.
 pub fn refuse_unsupported_process(process: &Process) -> Result<()> {
-    let asked = [
+    refuse_any(&[
         ("a scheduling policy (process.scheduler)", process.scheduler().is_some()),
         ("an I/O priority (process.ioPriority)", process.io_priority().is_some()),
         ("a CPU affinity (process.execCPUAffinity)", process.exec_cpu_affinity().is_some()),
-    ];
-    if let Some((what, _)) = asked.iter().find(|(_, asked)| *asked) {
-        bail!("the wasmedge shim does not support {what} for a wasm container");
+    ])
+}
+
+/// Fails naming the first of `asked` (what, whether the spec asks for it) that is asked for.
+fn refuse_any(asked: &[(&str, bool)]) -> Result<()> {
+    match asked.iter().find(|(_, asked)| *asked) {
+        Some((what, _)) => bail!("the wasmedge shim does not support {what} for a wasm container"),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// A duration as `1500ms`, `30s`, `2m` or plain seconds; 0 means no limit.
