@@ -148,7 +148,7 @@ fn spec_json() -> impl Strategy<Value = Value> {
 
 fn check_launch(spec: &Spec) -> Result<(), TestCaseError> {
     let bundle = Path::new("/run/containerd/io.containerd.runtime.v2.task/test/c1");
-    let Ok(launch) = Launch::from_spec("c1", bundle, spec, &EngineOptions::default()) else { return Ok(()) };
+    let Ok(launch) = Launch::from_spec("c1", bundle, spec, &EngineOptions::default(), false) else { return Ok(()) };
     let json = serde_json::to_vec(&launch).unwrap();
     let back: Launch = serde_json::from_slice(&json).unwrap();
     prop_assert_eq!(&back, &launch, "the launch plan changed on its way to the container process");
@@ -187,7 +187,7 @@ proptest! {
             "root": {"path": "rootfs"},
             "linux": {"resources": {"memory": {"limit": limit}}},
         })).unwrap();
-        let launch = Launch::from_spec("c1", Path::new("/b"), &spec, &EngineOptions::default()).unwrap();
+        let launch = Launch::from_spec("c1", Path::new("/b"), &spec, &EngineOptions::default(), false).unwrap();
         let pages = launch.engine.limits.max_memory_pages;
         if limit <= 0 {
             prop_assert_eq!(pages, None);
