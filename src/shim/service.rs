@@ -320,17 +320,16 @@ impl Service {
             }
             state.hold_exit = true;
         }
-        let stdio = exec.process.stdio.lock().unwrap().take().context("stdio of a created exec").map_err(internal)?;
         let since = Instant::now();
-        let spawned = match &task.runtime {
+        // The process holds its stdio once spawned: the shim's copies go at the end of this.
+        let spawned = exec.process.stdio.lock().unwrap().take().context("stdio of a created exec").and_then(|stdio| match &task.runtime {
             Runtime::Wasm(_) => serde_json::from_slice::<oci_spec::runtime::Process>(&exec.spec)
                 .context("malformed exec process")
                 .and_then(|process| ExecPlan::new(&task.launch, &exec.id, init_pid, &process))
                 .and_then(|plan| crate::container::exec::spawn(&plan, &stdio, &task.trace))
                 .map(|pid| pid.as_raw()),
             Runtime::Linux(runc) => runc.exec(&exec.id, &exec.spec, &stdio),
-        };
-        drop(stdio);
+        });
         let pid = match spawned {
             Ok(pid) => pid,
             Err(e) => {
