@@ -186,3 +186,84 @@ fn memory_limit_pause_resume_and_metrics_act_on_the_containers_cgroup() {
     assert_eq!(containerd.delete_task(&id), 137);
     containerd.ctr_ok(&["container", "delete", &id]);
 }
+
+/// The dirs of cgroup `path` (relative to the hierarchies' roots): one per v1 hierarchy, or the
+/// one of the unified tree.
+fn cgroup_dirs(path: &str) -> Vec<std::path::PathBuf> {
+    let (root, path) = (Path::new("/sys/fs/cgroup"), path.trim_start_matches('/'));
+    let mut dirs: Vec<_> = fs::read_dir(root).unwrap().flatten().filter(|e| e.path().join("cgroup.procs").exists()).map(|e| e.path().join(path)).collect();
+    if root.join("cgroup.procs").exists() {
+        dirs = vec![root.join(path)];
+    }
+    dirs
+}
+
+/// Runs `sleep` in the cgroup `cgroup` (ctr's `--cgroup`) with a memory limit, checks that it is
+/// in the cgroupfs dir `expected` with that limit, and that the dir goes with the container.
+/// Slices the run made are removed afterwards, as systemd would keep them.
+fn run_in_cgroup(containerd: &Containerd, cgroup: &str, opts: &[&str], expected: &str) {
+    let parents: Vec<String> = expected.match_indices('/').skip(1).map(|(at, _)| expected[..at].to_string()).collect();
+    let new_parents: Vec<&String> = parents.iter().filter(|p| cgroup_dirs(p).iter().all(|d| !d.exists())).collect();
+    let id = cgroup.rsplit(':').next().unwrap();
+    let opts = [&["-d", "--cgroup", cgroup, "--memory-limit", "268435456"], opts].concat();
+    let started = exec_bounded(&mut containerd.run_command(id, HELLO_IMAGE, &opts, &["sleep", "600"]), None, CTR_TIMEOUT);
+    assert_eq!(started.code, 0, "ctr run -d --cgroup {cgroup} failed: {started:#?}");
+    let (pid, _) = containerd.task(id).expect("task listed");
+    let limit = cgroup_file(pid, "memory", "memory.limit_in_bytes", "memory.max");
+    assert!(limit.parent().unwrap().ends_with(expected.trim_start_matches('/')), "{cgroup} put the container in {}", limit.display());
+    assert_eq!(fs::read_to_string(&limit).unwrap().trim(), "268435456", "the spec's memory limit");
+
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", id]);
+    wait_until(&format!("{id} to stop"), Duration::from_secs(30), || containerd.task(id).is_some_and(|(_, status)| status == "STOPPED"));
+    assert_eq!(containerd.delete_task(id), 137);
+    containerd.ctr_ok(&["container", "delete", id]);
+    for dir in cgroup_dirs(expected) {
+        assert!(!dir.exists(), "{} is left after delete", dir.display());
+    }
+    for parent in new_parents.iter().rev() {
+        for dir in cgroup_dirs(parent) {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// systemd's `slice:prefix:name` (kubeadm's cgroup driver) on a node where systemd is not PID 1:
+/// the shim makes the scope where systemd would, inside the slice (nested by its dashes).
+#[test]
+fn systemd_cgroups_paths_land_in_their_scopes() {
+    let containerd = Containerd::with_hello();
+    let id = unique_id("systemd");
+    run_in_cgroup(&containerd, &format!("system.slice:wasmedge:{id}"), &[], &format!("/system.slice/wasmedge-{id}.scope"));
+    let pod = format!("kubepods-besteffort-pod{}", std::process::id());
+    let id = unique_id("systemd");
+    let expected = format!("/kubepods.slice/kubepods-besteffort.slice/{pod}.slice/cri-containerd-{id}.scope");
+    run_in_cgroup(&containerd, &format!("{pod}.slice:cri-containerd:{id}"), &[], &expected);
+
+    // With the runtime option SystemdCgroup, an empty slice is system.slice; without it, the
+    // same path would name a cgroupfs dir.
+    let options = containerd.dir.path().join("systemd.toml");
+    fs::write(&options, "SystemdCgroup = true\n").unwrap();
+    let id = unique_id("systemd");
+    let opts = ["--runtime-config-path", options.to_str().unwrap()];
+    run_in_cgroup(&containerd, &format!(":wasmedge:{id}"), &opts, &format!("/system.slice/wasmedge-{id}.scope"));
+
+    // With it, a path that is not systemd's form is refused at create, in one line.
+    let id = unique_id("systemd");
+    let out = containerd.run_image(&id, HELLO_IMAGE, &["--cgroup", &format!("/e2e/{id}"), opts[0], opts[1]], &[], None);
+    assert_ne!(out.code, 0, "{out:#?}");
+    let reason: Vec<&str> = out.stderr.lines().filter(|l| l.contains("is not systemd's slice:prefix:name")).collect();
+    assert_eq!(reason.len(), 1, "{out:#?}");
+    containerd.assert_no_leftovers(&id);
+}
+
+/// A wasm container cannot have a user namespace: create fails with the reason, nothing is left.
+#[test]
+fn a_user_namespace_is_refused_at_create() {
+    let containerd = Containerd::with_hello();
+    let id = unique_id("userns");
+    let out = containerd.run_image(&id, HELLO_IMAGE, &["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"], &[], None);
+    assert_ne!(out.code, 0, "{out:#?}");
+    let reason: Vec<&str> = out.stderr.lines().filter(|l| l.contains("does not support a user namespace")).collect();
+    assert_eq!(reason.len(), 1, "{out:#?}");
+    containerd.assert_no_leftovers(&id);
+}

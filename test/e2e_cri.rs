@@ -14,7 +14,7 @@ use containerd_shim_wasmedge::image::writer::{self, Blob, Format, ImageSpec, Lay
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const HANDLER: &str = "wasmedge";
 const CRI_NAMESPACE: &str = "k8s.io";
@@ -150,7 +150,14 @@ mod cri {
         pub namespace_options: Option<NamespaceOption>,
     }
     #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LinuxContainerResources {
+        #[prost(int64, tag = "5")]
+        pub oom_score_adj: i64,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
     pub struct LinuxContainerConfig {
+        #[prost(message, optional, tag = "1")]
+        pub resources: Option<LinuxContainerResources>,
         #[prost(message, optional, tag = "2")]
         pub security_context: Option<LinuxContainerSecurityContext>,
     }
@@ -294,9 +301,13 @@ impl Cri {
         response.status.expect("a container status")
     }
 
-    fn exec_sync(&self, id: &str, cmd: &[&str]) -> cri::ExecSyncResponse {
+    fn try_exec_sync(&self, id: &str, cmd: &[&str]) -> Result<cri::ExecSyncResponse, tonic::Status> {
         let request = cri::ExecSyncRequest { container_id: id.into(), cmd: cmd.iter().map(|s| s.to_string()).collect(), timeout: 30 };
-        self.ok("ExecSync", request)
+        self.call("ExecSync", request)
+    }
+
+    fn exec_sync(&self, id: &str, cmd: &[&str]) -> cri::ExecSyncResponse {
+        self.try_exec_sync(id, cmd).unwrap_or_else(|e| panic!("CRI ExecSync {cmd:?} failed: {e}"))
     }
 }
 
@@ -402,6 +413,7 @@ fn container(name: &str, image: &str, command: &[&str], args: &[&str], namespace
         args: strings(args),
         log_path: format!("{name}/0.log"),
         linux: Some(cri::LinuxContainerConfig {
+            resources: None,
             security_context: Some(cri::LinuxContainerSecurityContext { namespace_options: Some(namespaces.clone()) }),
         }),
         ..Default::default()
@@ -421,6 +433,15 @@ fn log_messages(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `ctr -n NAMESPACE ARGS` on this containerd; its stdout.
+fn containerd_in(containerd: &Containerd, namespace: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new("ctr");
+    cmd.arg("-a").arg(containerd.sock()).args(["-n", namespace]).args(args);
+    let out = exec_bounded(&mut cmd, None, CTR_TIMEOUT);
+    assert_eq!(out.code, 0, "ctr -n {namespace} {args:?} failed: {out:#?}");
+    out.stdout
+}
+
 fn shims_of(sock: &str) -> Vec<i32> {
     processes()
         .into_iter()
@@ -434,10 +455,7 @@ fn pod_with_a_wasm_container_and_a_linux_sidecar_runs_through_cri() {
     let (busybox, wasm) = (busybox_image(), wasm_image());
     let containerd = Containerd::start_with_config(cri_config);
     for tar in [&busybox, &wasm] {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("-a").arg(containerd.sock()).args(["-n", CRI_NAMESPACE, "image", "import", "--platform", "linux/amd64"]).arg(tar);
-        let out = exec_bounded(&mut cmd, None, CTR_TIMEOUT);
-        assert_eq!(out.code, 0, "ctr image import failed: {out:#?}");
+        containerd_in(&containerd, CRI_NAMESPACE, &["image", "import", "--platform", "linux/amd64", tar.to_str().unwrap()]);
     }
     let cri = Cri::connect(&containerd.sock());
     let version: cri::VersionResponse = cri.ok("Version", cri::VersionRequest { version: "v1".into() });
@@ -478,7 +496,10 @@ fn pod_with_a_wasm_container_and_a_linux_sidecar_runs_through_cri() {
     };
     // A wasm container that prints and ends, a long-running one, and a Linux sidecar.
     let once = create(container("wasm-once", WASM_IMAGE, &[], &["echo", "hello from a wasm pod"], &namespaces));
-    let wasm = create(container("wasm", WASM_IMAGE, &[], &["sleep", "600"], &namespaces));
+    // kubelet gives a BestEffort container an oom_score_adj of 1000; this one is raised to 500.
+    let mut long_running = container("wasm", WASM_IMAGE, &[], &["sleep", "600"], &namespaces);
+    long_running.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources { oom_score_adj: 500 });
+    let wasm = create(long_running);
     let sidecar = create(container("sidecar", BUSYBOX_IMAGE, &["/bin/busybox", "sh", "-c"], &["echo sidecar up; exec /bin/busybox sleep 600"], &namespaces));
 
     // ContainerStatus and the log file, as kubelet reads them.
@@ -495,6 +516,13 @@ fn pod_with_a_wasm_container_and_a_linux_sidecar_runs_through_cri() {
     let sock = containerd.sock().to_string_lossy().into_owned();
     assert_eq!(shims_of(&sock).len(), 1, "a pod's containers must share one shim");
 
+    // The wasm container's process takes the oom_score_adj its spec asks for as it confines
+    // itself, after loading its module.
+    let tasks = containerd_in(&containerd, CRI_NAMESPACE, &["task", "ls"]);
+    let pid = tasks.lines().find_map(|l| l.strip_prefix(wasm.as_str())?.split_whitespace().next()?.parse::<u32>().ok()).expect("the wasm task listed");
+    let score = || fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap_or_default().trim().to_string();
+    wait_until("the wasm container's oom_score_adj to be 500", Duration::from_secs(60), || score() == "500");
+
     // ExecSync: on the Linux sidecar (through runc) and into the wasm container.
     let out = cri.exec_sync(&sidecar, &["/bin/busybox", "sh", "-c", "echo from the sidecar; echo oops >&2; exit 3"]);
     assert_eq!((out.exit_code, out.stdout.as_slice(), out.stderr.as_slice()), (3, &b"from the sidecar\n"[..], &b"oops\n"[..]), "{out:?}");
@@ -507,16 +535,23 @@ fn pod_with_a_wasm_container_and_a_linux_sidecar_runs_through_cri() {
     let out = cri.exec_sync(&sidecar, &["/bin/busybox", "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("containerd-wasmedge-init"), "{out:?}");
 
+    // Execs that fail: runc cannot start a program that does not exist, and a wasm exec of a
+    // module that does not exist ends with 127. Each must still end for containerd, or the
+    // shim could not leave with the pod (below).
+    let failed = cri.try_exec_sync(&sidecar, &["/no/such/program"]).expect_err("an exec of a program that does not exist");
+    assert!(failed.message().contains("/no/such/program"), "{failed:?}");
+    let out = cri.exec_sync(&wasm, &["/no/such/module.wasm"]);
+    assert_eq!(out.exit_code, 127, "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{out:?}");
+
     // Stop and remove the pod: every container ends and the shim exits.
-    let started = Instant::now();
     let _: cri::Empty = cri.ok("StopPodSandbox", cri::PodSandboxIdRequest { pod_sandbox_id: pod.clone() });
     for id in [&wasm, &sidecar] {
         assert_eq!(cri.status(id).state, cri::CONTAINER_EXITED, "{id} still runs after StopPodSandbox");
     }
     let _: cri::Empty = cri.ok("RemovePodSandbox", cri::PodSandboxIdRequest { pod_sandbox_id: pod.clone() });
     pods.ids.clear();
-    assert!(started.elapsed() < Duration::from_secs(30), "stopping the pod took {:?}", started.elapsed());
-    wait_until("the pod's shim to exit", Duration::from_secs(15), || shims_of(&sock).is_empty());
+    wait_until("the pod's shim to exit", Duration::from_secs(30), || shims_of(&sock).is_empty());
     assert!(cri.call::<_, cri::ContainerStatusResponse>("ContainerStatus", cri::ContainerIdRequest { container_id: wasm.clone() }).is_err());
 }
 

@@ -265,6 +265,12 @@ fn docker_detached_container_logs_stats_exec_and_stops() {
     assert_eq!(docker.ok(&["exec", "sleeper", "/app.wasm", "cat", "/data/greeting.txt"]), GREETING);
     assert_eq!(docker.docker(&["exec", "sleeper", "/app.wasm", "exit", "3"]).code, 3);
     assert_eq!(docker.ok(&["exec", "-e", "WHO=exec", "sleeper", "/app.wasm", "env", "WHO"]), "exec\n");
+    // exec -u: the exec's process runs as that user (docker top's first column), under Docker's
+    // default seccomp profile like the container.
+    docker.ok(&["exec", "-d", "-u", "1000:1001", "sleeper", "/app.wasm", "sleep", "600"]);
+    wait_until("the exec as uid 1000 in docker top", Duration::from_secs(30), || {
+        docker.ok(&["top", "sleeper"]).lines().any(|l| l.split_whitespace().next() == Some("1000"))
+    });
 
     // stop: SIGTERM ends the module at once (143)...
     let started = Instant::now();

@@ -30,9 +30,14 @@ impl<'a> Sleeper<'a> {
 
     /// `ctr task exec` in the foreground; `args` is the exec's whole argv.
     fn exec(&self, args: &[&str]) -> Out {
+        self.exec_with(&[], args)
+    }
+
+    /// The same with `opts` (such as `--user`) before the container id.
+    fn exec_with(&self, opts: &[&str], args: &[&str]) -> Out {
         let exec_id = unique_id("exec");
-        let mut cmd = self.containerd.ctr_command(&["task", "exec", "--exec-id", &exec_id, &self.id]);
-        cmd.args(args);
+        let mut cmd = self.containerd.ctr_command(&["task", "exec", "--exec-id", &exec_id]);
+        cmd.args(opts).arg(&self.id).args(args);
         exec_bounded(&mut cmd, Some(""), CTR_TIMEOUT)
     }
 }
@@ -88,6 +93,40 @@ fn exec_runs_a_module_inside_a_running_wasm_container() {
 
     // The container itself runs on.
     assert_eq!(containerd.task(&sleeper.id).unwrap().1, "RUNNING");
+}
+
+/// `ctr task exec --user` (`docker exec -u`): the module runs as that user and group, as the
+/// files it writes show, and a detached one's /proc status too.
+#[test]
+fn exec_runs_as_its_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let containerd = Containerd::with_hello();
+    let host = tempfile::tempdir().unwrap();
+    fs::set_permissions(host.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let mount = format!("type=bind,src={},dst=/mnt,options=rbind:rw", host.path().display());
+    let sleeper = Sleeper::start(&containerd, &["--mount", &mount]);
+
+    let out = sleeper.exec_with(&["--user", "1000:1001"], &["/app.wasm", "write", "/mnt/by-user.txt", "x"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let owner = fs::metadata(host.path().join("by-user.txt")).unwrap();
+    assert_eq!((owner.uid(), owner.gid()), (1000, 1001), "the exec's file is not its user's");
+    let out = sleeper.exec(&["/app.wasm", "write", "/mnt/by-root.txt", "x"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let owner = fs::metadata(host.path().join("by-root.txt")).unwrap();
+    assert_eq!((owner.uid(), owner.gid()), (0, 0), "an exec without --user is the container's user");
+
+    let exec_id = unique_id("bg");
+    containerd.ctr_ok(&["task", "exec", "--detach", "--user", "1000:1001", "--exec-id", &exec_id, &sleeper.id, "/app.wasm", "sleep", "600"]);
+    let init = sleeper.init_pid();
+    let mut status = String::new();
+    wait_until("the exec to run its module", Duration::from_secs(30), || {
+        let ps = containerd.ctr_ok(&["task", "ps", &sleeper.id]);
+        let pid = ps.lines().skip(1).filter_map(|l| l.split_whitespace().next()?.parse::<u32>().ok()).find(|p| *p != init);
+        status = pid.and_then(|pid| fs::read_to_string(format!("/proc/{pid}/status")).ok()).unwrap_or_default();
+        status.contains("\nUid:\t1000\t")
+    });
+    assert!(status.contains("\nUid:\t1000\t1000\t1000\t1000\n") && status.contains("\nGid:\t1001\t1001\t1001\t1001\n"), "{status}");
+    containerd.ctr_ok(&["task", "kill", "--exec-id", &exec_id, "-s", "SIGKILL", &sleeper.id]);
 }
 
 #[test]

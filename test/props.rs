@@ -1,8 +1,9 @@
 //! Property tests over the parsers of outside input, the same functions the cargo-fuzz targets
 //! in fuzz/ drive (see fuzz/README.md), fast enough for every `make test`: the OCI spec →
-//! launch plan mapping, the time-limit durations, wasm detection, the image documents read
+//! launch plan mapping, systemd cgroupsPaths, the time-limit durations, wasm detection, the image documents read
 //! from containerd's content store, and image references. No containerd needed.
 
+use containerd_shim_wasmedge::container::cgroup;
 use containerd_shim_wasmedge::container::launch::{parse_duration, TIME_LIMIT_ANNOTATION};
 use containerd_shim_wasmedge::container::Launch;
 use containerd_shim_wasmedge::engine::EngineOptions;
@@ -18,6 +19,26 @@ use std::time::Duration;
 
 fn config() -> ProptestConfig {
     ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd's `slice:prefix:name` cgroupsPaths, mapped to a cgroupfs path the shim creates
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Whatever the spec says, the cgroup stays a plain path below each hierarchy's root: no
+    /// `..`, no empty or `.` component, and the scope is the last one.
+    #[test]
+    fn systemd_paths_stay_below_the_hierarchy_root(path in "[a-z.-]{0,10}(\\.slice)?:[a-z./-]{0,6}:[a-z0-9./-]{0,8}") {
+        if let Ok(mapped) = cgroup::resolve(&path, true) {
+            prop_assert!(mapped.starts_with('/'), "{:?} → {:?}", path, mapped);
+            let parts: Vec<&str> = mapped[1..].split('/').collect();
+            prop_assert!(parts.iter().all(|p| !p.is_empty() && *p != "." && *p != ".."), "{:?} → {:?}", path, mapped);
+            let name = path.rsplit(':').next().unwrap();
+            prop_assert!(parts.last().unwrap().ends_with(".scope") || *parts.last().unwrap() == name, "{:?} → {:?}", path, mapped);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -148,7 +169,7 @@ fn spec_json() -> impl Strategy<Value = Value> {
 
 fn check_launch(spec: &Spec) -> Result<(), TestCaseError> {
     let bundle = Path::new("/run/containerd/io.containerd.runtime.v2.task/test/c1");
-    let Ok(launch) = Launch::from_spec("c1", bundle, spec, &EngineOptions::default()) else { return Ok(()) };
+    let Ok(launch) = Launch::from_spec("c1", bundle, spec, &EngineOptions::default(), false) else { return Ok(()) };
     let json = serde_json::to_vec(&launch).unwrap();
     let back: Launch = serde_json::from_slice(&json).unwrap();
     prop_assert_eq!(&back, &launch, "the launch plan changed on its way to the container process");
@@ -187,7 +208,7 @@ proptest! {
             "root": {"path": "rootfs"},
             "linux": {"resources": {"memory": {"limit": limit}}},
         })).unwrap();
-        let launch = Launch::from_spec("c1", Path::new("/b"), &spec, &EngineOptions::default()).unwrap();
+        let launch = Launch::from_spec("c1", Path::new("/b"), &spec, &EngineOptions::default(), false).unwrap();
         let pages = launch.engine.limits.max_memory_pages;
         if limit <= 0 {
             prop_assert_eq!(pages, None);

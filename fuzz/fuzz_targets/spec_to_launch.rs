@@ -12,7 +12,7 @@ use std::path::Path;
 fuzz_target!(|data: &[u8]| {
     let Ok(spec) = serde_json::from_slice::<Spec>(data) else { return };
     let bundle = Path::new("/run/containerd/io.containerd.runtime.v2.task/default/fuzz");
-    let Ok(launch) = Launch::from_spec("fuzz", bundle, &spec, &EngineOptions::default()) else { return };
+    let Ok(launch) = Launch::from_spec("fuzz", bundle, &spec, &EngineOptions::default(), false) else { return };
 
     let json = serde_json::to_vec(&launch).expect("a launch plan serializes");
     let back: Launch = serde_json::from_slice(&json).expect("a serialized launch plan parses");

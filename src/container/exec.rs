@@ -5,9 +5,10 @@
 //! [`super::spawn::clone_self`]); the process re-executes this binary as `exec`, reads its plan
 //! from fd 3, reads and loads the module through the container's root, joins the container's
 //! cgroup and its other namespaces (`/proc/PID/ns/*`), takes the container's root
-//! (`/proc/PID/root`) as its own, and runs the module with its own argv, environment, stdio and
-//! exit code.
-use super::{launch::MountKind, spawn, stdio::Stdio, Launch};
+//! (`/proc/PID/root`) as its own, drops to the exec's user and capabilities as the init does,
+//! and runs the module with its own argv, environment, stdio and exit code.
+use super::launch::{refuse_unsupported_process, MountKind};
+use super::{security::Security, spawn, stdio::Stdio, Launch};
 use crate::engine::{EngineOptions, WasiContext};
 use crate::trace::Trace;
 use anyhow::{bail, Result};
@@ -52,12 +53,15 @@ pub struct ExecPlan {
     pub entrypoint: PathBuf,
     pub wasi: WasiContext,
     pub engine: EngineOptions,
+    pub security: Security,
 }
 
 impl ExecPlan {
-    /// The exec's args, env and cwd come from its OCI process; what the module may open (the
-    /// root and the container's bind mounts) and the engine's limits from the container.
+    /// The exec's args, env, cwd, user, capabilities, rlimits and OOM score come from its OCI
+    /// process; what the module may open (the root and the container's bind mounts), the seccomp
+    /// profile and the engine's limits from the container.
     pub fn new(launch: &Launch, exec_id: &str, pid: i32, process: &oci_spec::runtime::Process) -> Result<ExecPlan> {
+        refuse_unsupported_process(process)?;
         let args = process.args().clone().unwrap_or_default();
         let Some(entry) = args.first() else { bail!("the exec process has no args: no module to run") };
         let cwd = process.cwd().clone();
@@ -75,6 +79,7 @@ impl ExecPlan {
             wasi: WasiContext::from_process(&args, &env, &cwd.to_string_lossy(), binds),
             cwd,
             engine: launch.engine.clone(),
+            security: Security::new(process, launch.security.seccomp.clone()),
         })
     }
 }
@@ -121,11 +126,12 @@ fn run() -> Result<ExitCode, ProcessError> {
     for (kind, flag, ns) in namespaces {
         setns(ns, flag).with_context(|| format!("joining its {kind} namespace")).map_err(setup)?;
     }
+    plan.security.adjust_oom_score().map_err(ProcessError::Setup)?;
     enter(&root, mnt).map_err(setup)?;
     std::env::set_current_dir(&plan.cwd)
         .with_context(|| format!("working directory {} does not exist", plan.cwd.display()))
         .map_err(ProcessError::Setup)?;
-    nix::sys::prctl::set_no_new_privs().context("setting no_new_privs").map_err(ProcessError::Setup)?;
+    plan.security.apply().map_err(ProcessError::Setup)?;
     engine::run(prepared, &plan.wasi).map_err(ProcessError::Module)
 }
 
@@ -160,7 +166,7 @@ mod tests {
             "linux": {"cgroupsPath": "/test/c1"}
         }))
         .unwrap();
-        Launch::from_spec("c1", std::path::Path::new("/b"), &spec, &EngineOptions::default()).unwrap()
+        Launch::from_spec("c1", std::path::Path::new("/b"), &spec, &EngineOptions::default(), false).unwrap()
     }
 
     #[test]
@@ -174,6 +180,27 @@ mod tests {
         assert_eq!(plan.wasi.preopens.len(), 2, "the root and the container's bind mount");
         assert!(plan.wasi.preopens[1].readonly);
         assert_eq!(plan.cgroup.as_deref(), Some("/test/c1"));
+    }
+
+    #[test]
+    fn plan_takes_the_exec_users_capabilities_and_oom_score() {
+        let p = process(serde_json::json!({
+            "args": ["/app.wasm"], "cwd": "/", "oomScoreAdj": 500,
+            "user": {"uid": 1000, "gid": 1001, "additionalGids": [5, 6]},
+            "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]}
+        }));
+        let security = ExecPlan::new(&launch(), "e1", 42, &p).unwrap().security;
+        assert_eq!((security.user.uid(), security.user.gid()), (1000, 1001));
+        assert_eq!(security.user.additional_gids().as_deref(), Some(&[5, 6][..]));
+        assert_eq!(security.capabilities, p.capabilities().clone());
+        assert_eq!(security.oom_score_adj, Some(500));
+    }
+
+    #[test]
+    fn exec_with_what_a_wasm_container_cannot_have_is_refused() {
+        let p = process(serde_json::json!({"args": ["/app.wasm"], "cwd": "/", "user": {"uid": 0, "gid": 0}, "ioPriority": {"class": "IOPRIO_CLASS_IDLE"}}));
+        let err = ExecPlan::new(&launch(), "e1", 42, &p).unwrap_err();
+        assert!(err.to_string().contains("process.ioPriority"), "{err}");
     }
 
     #[test]

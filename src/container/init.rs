@@ -88,6 +88,7 @@ fn confine(launch: &Launch) -> Result<()> {
     if let Some(path) = &launch.cgroup {
         cgroup::join(path)?;
     }
+    launch.security.adjust_oom_score()?;
     if launch.new_namespace("cgroup") {
         unshare(CloneFlags::CLONE_NEWCGROUP).context("creating the cgroup namespace")?;
     }

@@ -1,9 +1,9 @@
 //! The launch plan: everything a container's init process needs, prepared once at create time
 //! from the bundle's `config.json` and handed to the process as JSON.
-use super::security::Security;
+use super::{cgroup, security::Security};
 use crate::engine::{EngineOptions, Limits, WasiContext};
 use anyhow::{bail, Context, Result};
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,6 +41,8 @@ pub struct Launch {
     pub namespaces: Vec<Namespace>,
     /// The cgroup the process joins, relative to each hierarchy's root.
     pub cgroup: Option<String>,
+    /// The spec's cgroupsPath is systemd's `slice:prefix:name` (runc is told so).
+    pub systemd_cgroup: bool,
     /// The module's path inside the container.
     pub entrypoint: PathBuf,
     pub wasi: WasiContext,
@@ -57,7 +59,8 @@ const SKIPPED_FS: &[&str] = &["proc", "sysfs", "devpts", "mqueue", "cgroup", "cg
 
 impl Launch {
     /// `defaults` are the shim's engine options; the spec's memory limit and annotations refine them.
-    pub fn from_spec(id: &str, bundle: &Path, spec: &Spec, defaults: &EngineOptions) -> Result<Launch> {
+    /// `systemd_cgroup` is the runtime option `SystemdCgroup` (see [`cgroup::resolve`]).
+    pub fn from_spec(id: &str, bundle: &Path, spec: &Spec, defaults: &EngineOptions, systemd_cgroup: bool) -> Result<Launch> {
         let process = spec.process().as_ref().context("config.json has no process")?;
         let args = process.args().clone().unwrap_or_default();
         let Some(entry) = args.first() else { bail!("config.json: process.args is empty: no entrypoint") };
@@ -80,6 +83,8 @@ impl Launch {
             .flatten()
             .map(|ns| Namespace { kind: namespace_name(ns.typ()).to_string(), path: ns.path().clone() })
             .collect();
+        let cgroups_path = linux.and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned());
+        let cgroup = cgroups_path.as_deref().map(|p| cgroup::resolve(p, systemd_cgroup)).transpose()?;
         let mut engine = defaults.clone();
         let memory = linux.and_then(|l| l.resources().as_ref()).and_then(|r| r.memory().as_ref()).and_then(|m| m.limit());
         if let Some(pages) = memory.and_then(Limits::memory_pages_for) {
@@ -98,15 +103,11 @@ impl Launch {
             hostname: spec.hostname().clone(),
             mounts,
             namespaces,
-            cgroup: linux.and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned()),
+            cgroup,
+            systemd_cgroup: cgroups_path.is_some_and(|p| cgroup::is_systemd_form(&p, systemd_cgroup)),
             wasi,
             engine,
-            security: Security {
-                user: process.user().clone(),
-                rlimits: process.rlimits().clone().unwrap_or_default(),
-                capabilities: process.capabilities().clone(),
-                seccomp: linux.and_then(|l| l.seccomp().clone()),
-            },
+            security: Security::new(process, linux.and_then(|l| l.seccomp().clone())),
         })
     }
 
@@ -134,6 +135,44 @@ impl Launch {
 
     pub fn new_namespace(&self, kind: &str) -> bool {
         self.namespaces.iter().any(|ns| ns.kind == kind && ns.path.is_none())
+    }
+}
+
+/// Refuses what a spec asks of a wasm container that the shim cannot give it, rather than
+/// dropping it unseen (runc, which runs the Linux containers, gives all of it).
+pub fn refuse_unsupported(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    let namespace = |t: LinuxNamespaceType| linux.and_then(|l| l.namespaces().as_ref()).into_iter().flatten().any(|ns| ns.typ() == t);
+    let mappings = |m: Option<&Vec<_>>| m.is_some_and(|m| !m.is_empty());
+    let asked = [
+        ("a user namespace (linux.namespaces: user)", namespace(LinuxNamespaceType::User)),
+        ("UID mappings (linux.uidMappings)", mappings(linux.and_then(|l| l.uid_mappings().as_ref()))),
+        ("GID mappings (linux.gidMappings)", mappings(linux.and_then(|l| l.gid_mappings().as_ref()))),
+        ("a time namespace (linux.namespaces: time)", namespace(LinuxNamespaceType::Time)),
+        ("time offsets (linux.timeOffsets)", linux.is_some_and(|l| l.time_offsets().is_some())),
+        ("Intel RDT (linux.intelRdt)", linux.is_some_and(|l| l.intel_rdt().is_some())),
+        ("an execution domain (linux.personality)", linux.is_some_and(|l| l.personality().is_some())),
+        ("a NUMA memory policy (linux.memoryPolicy)", linux.is_some_and(|l| l.memory_policy().is_some())),
+        ("network devices (linux.netDevices)", linux.is_some_and(|l| l.net_devices().as_ref().is_some_and(|d| !d.is_empty()))),
+    ];
+    refuse_any(&asked)?;
+    spec.process().as_ref().map_or(Ok(()), refuse_unsupported_process)
+}
+
+/// The part of [`refuse_unsupported`] that holds for an exec's process too.
+pub fn refuse_unsupported_process(process: &Process) -> Result<()> {
+    refuse_any(&[
+        ("a scheduling policy (process.scheduler)", process.scheduler().is_some()),
+        ("an I/O priority (process.ioPriority)", process.io_priority().is_some()),
+        ("a CPU affinity (process.execCPUAffinity)", process.exec_cpu_affinity().is_some()),
+    ])
+}
+
+/// Fails naming the first of `asked` (what, whether the spec asks for it) that is asked for.
+fn refuse_any(asked: &[(&str, bool)]) -> Result<()> {
+    match asked.iter().find(|(_, asked)| *asked) {
+        Some((what, _)) => bail!("the wasmedge shim does not support {what} for a wasm container"),
+        None => Ok(()),
     }
 }
 
@@ -194,7 +233,7 @@ mod tests {
 
     #[test]
     fn maps_process_root_and_mounts() {
-        let l = Launch::from_spec("c1", Path::new("/b"), &sample(), &EngineOptions::default()).unwrap();
+        let l = Launch::from_spec("c1", Path::new("/b"), &sample(), &EngineOptions::default(), false).unwrap();
         assert_eq!(l.rootfs, PathBuf::from("/b/rootfs"));
         assert!(l.readonly_rootfs);
         assert_eq!(l.entrypoint, PathBuf::from("/app.wasm"));
@@ -210,7 +249,7 @@ mod tests {
 
     #[test]
     fn memory_limit_and_time_limit_annotation_become_engine_limits() {
-        let l = Launch::from_spec("c1", Path::new("/b"), &sample(), &EngineOptions::default()).unwrap();
+        let l = Launch::from_spec("c1", Path::new("/b"), &sample(), &EngineOptions::default(), false).unwrap();
         assert_eq!(l.engine.limits.max_memory_pages, Some(1024));
         assert_eq!(l.engine.limits.time_limit, Some(Duration::from_secs(2)));
     }
@@ -226,7 +265,7 @@ mod tests {
 
     #[test]
     fn namespaces_keep_paths_to_join() {
-        let l = Launch::from_spec("c1", Path::new("/b"), &sample(), &EngineOptions::default()).unwrap();
+        let l = Launch::from_spec("c1", Path::new("/b"), &sample(), &EngineOptions::default(), false).unwrap();
         assert!(l.new_namespace("pid"));
         assert!(!l.new_namespace("net"), "a namespace with a path is joined, not created");
     }
@@ -237,8 +276,51 @@ mod tests {
         let mut p = s.process().clone().unwrap();
         p.set_args(Some(vec!["bin/m.wasm".into()]));
         s.set_process(Some(p));
-        let l = Launch::from_spec("c1", Path::new("/b"), &s, &EngineOptions::default()).unwrap();
+        let l = Launch::from_spec("c1", Path::new("/b"), &s, &EngineOptions::default(), false).unwrap();
         assert_eq!(l.entrypoint, PathBuf::from("/srv/bin/m.wasm"));
+    }
+
+    #[test]
+    fn a_systemd_cgroups_path_becomes_its_cgroupfs_path() {
+        let mut s = sample();
+        let mut linux = s.linux().clone().unwrap();
+        linux.set_cgroups_path(Some("kubepods-burstable-pod1.slice:cri-containerd:c1".into()));
+        s.set_linux(Some(linux));
+        let l = Launch::from_spec("c1", Path::new("/b"), &s, &EngineOptions::default(), false).unwrap();
+        assert_eq!(l.cgroup.as_deref(), Some("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-c1.scope"));
+        assert!(l.systemd_cgroup);
+        let err = Launch::from_spec("c1", Path::new("/b"), &sample(), &EngineOptions::default(), true).unwrap_err();
+        assert!(err.to_string().contains("not systemd's slice:prefix:name"), "SystemdCgroup with a cgroupfs path: {err}");
+    }
+
+    /// Each field the shim cannot honour, set on an otherwise supported spec, is refused by name.
+    #[test]
+    fn what_a_wasm_container_cannot_have_is_refused() {
+        assert!(refuse_unsupported(&sample()).is_ok());
+        let cases = [
+            (serde_json::json!({"linux": {"namespaces": [{"type": "user"}]}}), "a user namespace"),
+            (serde_json::json!({"linux": {"uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}}), "linux.uidMappings"),
+            (serde_json::json!({"linux": {"gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}}), "linux.gidMappings"),
+            (serde_json::json!({"linux": {"namespaces": [{"type": "time"}]}}), "a time namespace"),
+            (serde_json::json!({"linux": {"timeOffsets": {"monotonic": {"secs": 1, "nanosecs": 0}}}}), "linux.timeOffsets"),
+            (serde_json::json!({"linux": {"intelRdt": {"closID": "c1"}}}), "linux.intelRdt"),
+            (serde_json::json!({"linux": {"personality": {"domain": "LINUX32"}}}), "linux.personality"),
+            (serde_json::json!({"linux": {"memoryPolicy": {"mode": "MPOL_BIND", "nodes": "0"}}}), "linux.memoryPolicy"),
+            (serde_json::json!({"linux": {"netDevices": {"eth1": {}}}}), "linux.netDevices"),
+            (serde_json::json!({"process": {"scheduler": {"policy": "SCHED_FIFO", "priority": 1}}}), "process.scheduler"),
+            (serde_json::json!({"process": {"ioPriority": {"class": "IOPRIO_CLASS_IDLE", "priority": 0}}}), "process.ioPriority"),
+            (serde_json::json!({"process": {"execCPUAffinity": {"initial": "0"}}}), "process.execCPUAffinity"),
+        ];
+        for (patch, what) in cases {
+            let mut json = serde_json::to_value(sample()).unwrap();
+            for (section, fields) in patch.as_object().unwrap() {
+                for (key, value) in fields.as_object().unwrap() {
+                    json[section][key] = value.clone();
+                }
+            }
+            let err = refuse_unsupported(&spec(json)).expect_err(what).to_string();
+            assert!(err.contains(what) && err.contains("does not support"), "{what}: {err}");
+        }
     }
 
     #[test]
@@ -247,7 +329,7 @@ mod tests {
         let mut p = s.process().clone().unwrap();
         p.set_args(Some(vec![]));
         s.set_process(Some(p));
-        let err = Launch::from_spec("c1", Path::new("/b"), &s, &EngineOptions::default()).unwrap_err();
+        let err = Launch::from_spec("c1", Path::new("/b"), &s, &EngineOptions::default(), false).unwrap_err();
         assert!(err.to_string().contains("no entrypoint"), "{err}");
     }
 }

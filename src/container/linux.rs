@@ -35,9 +35,9 @@ enum Io<'a> {
 }
 
 impl Runc {
-    pub fn new(id: &str, bundle: &Path, cgroups_path: Option<&str>) -> Runc {
-        // `slice:prefix:name` is the systemd cgroup driver's form of cgroupsPath.
-        let systemd_cgroup = cgroups_path.is_some_and(|p| !p.starts_with('/') && p.split(':').count() == 3);
+    /// `systemd_cgroup`: the spec's cgroupsPath is systemd's `slice:prefix:name`, which runc's
+    /// systemd driver takes.
+    pub fn new(id: &str, bundle: &Path, systemd_cgroup: bool) -> Runc {
         Runc { id: id.to_string(), bundle: bundle.to_path_buf(), root: bundle.join("runc"), systemd_cgroup }
     }
 
@@ -194,9 +194,9 @@ mod tests {
     #[test]
     fn systemd_cgroups_path_selects_the_systemd_driver() {
         let b = Path::new("/b");
-        assert!(Runc::new("c", b, Some("kubepods.slice:cri-containerd:c")).systemd_cgroup);
-        assert!(!Runc::new("c", b, Some("/k8s.io/c")).systemd_cgroup);
-        assert!(!Runc::new("c", b, None).systemd_cgroup);
-        assert_eq!(Runc::new("c", b, None).root, PathBuf::from("/b/runc"));
+        let args = |r: Runc| r.command().get_args().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>();
+        assert!(args(Runc::new("c", b, true)).contains(&"--systemd-cgroup".to_string()));
+        assert!(!args(Runc::new("c", b, false)).contains(&"--systemd-cgroup".to_string()));
+        assert_eq!(Runc::new("c", b, false).root, PathBuf::from("/b/runc"));
     }
 }

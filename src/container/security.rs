@@ -1,10 +1,12 @@
-//! What the container process may do once it runs: its user, rlimits, capabilities and seccomp
-//! filter, as the OCI spec says. Applied last, after pivot_root, in this order: rlimits, the
-//! capability sets, the user, no_new_privs, seccomp (which could forbid the calls before it).
+//! What a container's process (its init or an exec) may do once it runs: its user, rlimits,
+//! capabilities, seccomp filter and OOM score, as the OCI spec says. Applied last, after
+//! pivot_root, in this order: rlimits, the capability sets, the user, no_new_privs, seccomp
+//! (which could forbid the calls before it); the OOM score before that, while the host's /proc
+//! is still there.
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::{
     Capabilities, LinuxCapabilities, LinuxSeccomp, LinuxSeccompAction as Action, LinuxSeccompOperator as Op,
-    PosixRlimit, User,
+    PosixRlimit, Process, User,
 };
 use seccompiler::{SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule};
 use serde::{Deserialize, Serialize};
@@ -17,9 +19,29 @@ pub struct Security {
     pub rlimits: Vec<PosixRlimit>,
     pub capabilities: Option<LinuxCapabilities>,
     pub seccomp: Option<LinuxSeccomp>,
+    pub oom_score_adj: Option<i32>,
 }
 
 impl Security {
+    /// What `process` asks for; `seccomp` is the container's profile, which its execs get too.
+    pub fn new(process: &Process, seccomp: Option<LinuxSeccomp>) -> Security {
+        Security {
+            user: process.user().clone(),
+            rlimits: process.rlimits().clone().unwrap_or_default(),
+            capabilities: process.capabilities().clone(),
+            seccomp,
+            oom_score_adj: process.oom_score_adj(),
+        }
+    }
+
+    /// Writes the spec's oom_score_adj, failing as runc does when the kernel refuses it: going
+    /// below the score the process inherited needs CAP_SYS_RESOURCE, so it comes before the
+    /// capability sets change (and before pivot_root, which leaves /proc behind).
+    pub fn adjust_oom_score(&self) -> Result<()> {
+        let Some(score) = self.oom_score_adj else { return Ok(()) };
+        std::fs::write("/proc/self/oom_score_adj", score.to_string()).with_context(|| format!("setting oom_score_adj to {score}"))
+    }
+
     pub fn apply(&self) -> Result<()> {
         for r in &self.rlimits {
             set_rlimit(r)?;

@@ -7,7 +7,11 @@
 //! aot = true              # compile modules ahead of time and cache them (default true)
 //! aot_dir = "/var/lib/containerd-shim-wasmedge/aot"
 //! aot_max_bytes = 2147483648
+//! SystemdCgroup = true    # cgroupsPath is systemd's slice:prefix:name (runc's option of that name)
 //! ```
+//!
+//! containerd decodes a runtime's `options` table into `runtimeoptions.v1.Options` for every
+//! runtime type but runc's, so `SystemdCgroup` is read from this file, not from that table.
 use crate::container::launch::parse_duration;
 use crate::engine::{EngineOptions, DEFAULT_AOT_MAX_BYTES};
 use anyhow::{Context, Result};
@@ -24,16 +28,26 @@ struct FileOptions {
     aot: Option<bool>,
     aot_dir: Option<PathBuf>,
     aot_max_bytes: Option<u64>,
+    #[serde(rename = "SystemdCgroup")]
+    systemd_cgroup: Option<bool>,
 }
 
-/// The engine defaults from a create request's options; none gives the documented defaults.
-pub fn engine_defaults(options: Option<&Any>) -> Result<EngineOptions> {
-    let Some(any) = options.filter(|a| !a.value.is_empty()) else { return Ok(EngineOptions::default()) };
+/// The options of one container's create.
+#[derive(Debug, Default, PartialEq)]
+pub struct RuntimeOptions {
+    pub engine: EngineOptions,
+    /// The spec's cgroupsPath is systemd's `slice:prefix:name` (see [`crate::container::cgroup`]).
+    pub systemd_cgroup: bool,
+}
+
+/// The options of a create request; none gives the documented defaults.
+pub fn runtime_options(options: Option<&Any>) -> Result<RuntimeOptions> {
+    let Some(any) = options.filter(|a| !a.value.is_empty()) else { return Ok(RuntimeOptions::default()) };
     let name = any.type_url.rsplit('/').next().unwrap_or_default();
     if name != RUNTIME_OPTIONS_TYPE {
         // Some clients send runc's options to every runtime; they say nothing to this shim.
         log::warn!("ignoring runtime options of type {:?} (this shim reads {RUNTIME_OPTIONS_TYPE})", any.type_url);
-        return Ok(EngineOptions::default());
+        return Ok(RuntimeOptions::default());
     }
     let (path, body) = decode_runtime_options(&any.value).context("malformed runtime options")?;
     let text = if !body.is_empty() {
@@ -41,12 +55,12 @@ pub fn engine_defaults(options: Option<&Any>) -> Result<EngineOptions> {
     } else if !path.is_empty() {
         std::fs::read_to_string(&path).with_context(|| format!("reading runtime options {path}"))?
     } else {
-        return Ok(EngineOptions::default());
+        return Ok(RuntimeOptions::default());
     };
     parse(&text).context("malformed runtime options")
 }
 
-fn parse(text: &str) -> Result<EngineOptions> {
+fn parse(text: &str) -> Result<RuntimeOptions> {
     // containerd shows a create error on one line; TOML's own message spans several.
     let file: FileOptions = toml::from_str(text).map_err(|e| {
         let at = e.span().map_or(0, |span| span.start).min(text.len());
@@ -65,7 +79,7 @@ fn parse(text: &str) -> Result<EngineOptions> {
         options.aot_dir = Some(dir);
     }
     options.aot_max_bytes = file.aot_max_bytes.unwrap_or(DEFAULT_AOT_MAX_BYTES);
-    Ok(options)
+    Ok(RuntimeOptions { engine: options, systemd_cgroup: file.systemd_cgroup.unwrap_or(false) })
 }
 
 /// `runtimeoptions.v1.Options { type_url = 1; config_path = 2; config_body = 3 }`: not among
@@ -103,12 +117,12 @@ mod tests {
 
     #[test]
     fn no_options_give_the_defaults() {
-        assert_eq!(engine_defaults(None).unwrap(), EngineOptions::default());
+        assert_eq!(runtime_options(None).unwrap(), RuntimeOptions::default());
     }
 
     #[test]
     fn config_body_sets_the_defaults() {
-        let o = engine_defaults(Some(&any("", "time_limit = \"30s\"\naot = false\n"))).unwrap();
+        let o = runtime_options(Some(&any("", "time_limit = \"30s\"\naot = false\n"))).unwrap().engine;
         assert_eq!(o.limits.time_limit, Some(Duration::from_secs(30)));
         assert_eq!(o.aot_dir, None);
     }
@@ -118,24 +132,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("wasmedge.toml");
         std::fs::write(&file, "aot_dir = \"/cache\"\naot_max_bytes = 1000\n").unwrap();
-        let o = engine_defaults(Some(&any(file.to_str().unwrap(), ""))).unwrap();
+        let o = runtime_options(Some(&any(file.to_str().unwrap(), ""))).unwrap().engine;
         assert_eq!(o.aot_dir, Some(PathBuf::from("/cache")));
         assert_eq!(o.aot_max_bytes, 1000);
     }
 
     #[test]
     fn malformed_options_are_refused_with_the_reason() {
-        let err = engine_defaults(Some(&any("", "time_limit = 30\n"))).unwrap_err();
+        let err = runtime_options(Some(&any("", "time_limit = 30\n"))).unwrap_err();
         assert!(format!("{err:#}").starts_with("malformed runtime options"), "{err:#}");
-        let err = engine_defaults(Some(&any("", "colour = \"blue\"\n"))).unwrap_err();
+        let err = runtime_options(Some(&any("", "colour = \"blue\"\n"))).unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
         let garbage = Any { type_url: RUNTIME_OPTIONS_TYPE.into(), value: vec![0xff, 0xff, 0xff], ..Default::default() };
-        assert!(engine_defaults(Some(&garbage)).is_err());
+        assert!(runtime_options(Some(&garbage)).is_err());
     }
 
     #[test]
     fn foreign_option_types_are_ignored() {
         let runc = Any { type_url: "containerd.runc.v1.Options".into(), value: vec![8, 1], ..Default::default() };
-        assert_eq!(engine_defaults(Some(&runc)).unwrap(), EngineOptions::default());
+        assert_eq!(runtime_options(Some(&runc)).unwrap(), RuntimeOptions::default());
+    }
+
+    #[test]
+    fn systemd_cgroup_is_runcs_option_name() {
+        assert!(runtime_options(Some(&any("", "SystemdCgroup = true\n"))).unwrap().systemd_cgroup);
+        assert!(!runtime_options(Some(&any("", "aot = true\n"))).unwrap().systemd_cgroup);
+        let err = runtime_options(Some(&any("", "SystemdCgroup = \"yes\"\n"))).unwrap_err();
+        assert!(format!("{err:#}").contains("expected a boolean"), "{err:#}");
     }
 }

@@ -7,7 +7,7 @@ use super::{
     options,
     task::{Exec, IoPaths, Process, Runtime, Status, Task},
 };
-use crate::container::{cgroup, exec::ExecPlan, linux::Runc, rootfs, spawn, stdio::Stdio, Launch};
+use crate::container::{cgroup, exec::ExecPlan, launch, linux::Runc, rootfs, spawn, stdio::Stdio, Launch};
 use crate::image::detect::Kind;
 use crate::trace::{self, Span, Trace};
 use anyhow::{anyhow, Context};
@@ -33,6 +33,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How long an exit nobody claimed is kept: a process can exit before the shim has recorded its
 /// pid (a short exec, a container killed right after runc created it).
 const UNCLAIMED_EXIT_TTL: Duration = Duration::from_secs(60);
+
+/// The exit status of an exec that could not be started: 125, as for a container that could
+/// not be set up.
+const EXEC_START_FAILED: u32 = 125;
 
 #[derive(Default)]
 struct Registry {
@@ -211,8 +215,8 @@ impl Service {
             // serde_json says what is wrong and where; oci-spec's own loader only "serde failed".
             serde_json::from_slice(&bytes).context("malformed config.json")?
         };
-        let defaults = options::engine_defaults(req.options.as_ref())?;
-        let launch = Launch::from_spec(&req.id, bundle, &spec, &defaults)?;
+        let options = options::runtime_options(req.options.as_ref())?;
+        let launch = Launch::from_spec(&req.id, bundle, &spec, &options.engine, options.systemd_cgroup)?;
         if req.terminal {
             return Err(anyhow!("a terminal (-t) is not supported by the wasmedge shim"));
         }
@@ -228,6 +232,10 @@ impl Service {
         match classify(&spec, &launch, &Containerd { address: &self.address, namespace: &self.namespace }) {
             Kind::Wasm(why) => {
                 log::info!("{}: wasm container: {why}", req.id);
+                launch::refuse_unsupported(&spec).map_err(undo)?;
+                if launch.systemd_cgroup && cgroup::systemd_manages_cgroups() {
+                    log::warn!("{}: systemd runs this node, but the shim makes cgroup {} itself: no transient unit over D-Bus", req.id, launch.cgroup.as_deref().unwrap_or_default());
+                }
                 if let Some(path) = &launch.cgroup {
                     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
                     cgroup::create(path, resources).map_err(undo)?;
@@ -250,7 +258,7 @@ impl Service {
             }
             Kind::Linux => {
                 log::info!("{}: Linux container ({} is not wasm): running it with runc", req.id, launch.entrypoint.display());
-                let runc = Runc::new(&req.id, bundle, launch.cgroup.as_deref());
+                let runc = Runc::new(&req.id, bundle, launch.systemd_cgroup);
                 trace.add(&req.id, Span::since("prepare", trace.created()).with("kind", "linux"));
                 let since = Instant::now();
                 let spawned_at = SystemTime::now();
@@ -312,21 +320,23 @@ impl Service {
             }
             state.hold_exit = true;
         }
-        let stdio = exec.process.stdio.lock().unwrap().take().context("stdio of a created exec").map_err(internal)?;
         let since = Instant::now();
-        let spawned = match &task.runtime {
+        // The process holds its stdio once spawned: the shim's copies go at the end of this.
+        let spawned = exec.process.stdio.lock().unwrap().take().context("stdio of a created exec").and_then(|stdio| match &task.runtime {
             Runtime::Wasm(_) => serde_json::from_slice::<oci_spec::runtime::Process>(&exec.spec)
                 .context("malformed exec process")
                 .and_then(|process| ExecPlan::new(&task.launch, &exec.id, init_pid, &process))
                 .and_then(|plan| crate::container::exec::spawn(&plan, &stdio, &task.trace))
                 .map(|pid| pid.as_raw()),
             Runtime::Linux(runc) => runc.exec(&exec.id, &exec.spec, &stdio),
-        };
-        drop(stdio);
+        });
         let pid = match spawned {
             Ok(pid) => pid,
             Err(e) => {
+                // It never ran, but it still ends: containerd waits on every exec it makes (CRI's
+                // ExecSync before the start), and a Wait left pending keeps the shim from exiting.
                 exec.process.state().hold_exit = false;
+                exec.process.set_exit(EXEC_START_FAILED, timestamp().unwrap_or_default());
                 return Err(internal(e));
             }
         };

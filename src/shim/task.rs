@@ -177,11 +177,12 @@ pub fn cleanup_bundle(bundle: &Path) {
     let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else { return };
     let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned());
     let id = bundle.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let runc = Runc::new(&id, bundle, cgroups_path.as_deref());
+    // The runtime options are not at hand here: the path's own shape says whether it is systemd's.
+    let runc = Runc::new(&id, bundle, cgroups_path.as_deref().is_some_and(|p| cgroup::is_systemd_form(p, false)));
     if runc.root.exists() {
         let _ = runc.delete_unsupervised();
-    } else if let Some(path) = &cgroups_path {
-        let _ = cgroup::remove(path);
+    } else if let Some(path) = cgroups_path.and_then(|p| cgroup::resolve(&p, false).ok()) {
+        let _ = cgroup::remove(&path);
     }
     let _ = rootfs::unmount(&bundle.join("rootfs"));
 }
