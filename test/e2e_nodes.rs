@@ -637,6 +637,12 @@ fn cri_pod(name: &'static str) {
     node.start_containerd();
     node.import(&busybox_image(), CRI_NAMESPACE, "linux/amd64");
     node.import(&wasm_image(), CRI_NAMESPACE, "linux/amd64");
+    // containerd 1.x drops its CRI plugin (with a warning) when the config's runtimes lack the
+    // default runtime: say so rather than "unknown service".
+    let plugins = node.ctr_ok(&["plugins", "ls"]);
+    let cri_plugin = plugins.lines().find(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["io.containerd.grpc.v1", "cri"]);
+    let why = node.log("containerd.log").lines().filter(|l| l.contains("failed to load plugin")).collect::<Vec<_>>().join("\n");
+    assert!(cri_plugin.is_some_and(|l| l.trim_end().ends_with(" ok")), "{name}: CRI plugin not loaded: {cri_plugin:?}\n{why}");
     let cri = Cri::connect(&node.sock());
     let version: cri::VersionResponse = cri.ok("Version", cri::VersionRequest { version: "v1".into() });
     eprintln!("{name}: CRI {} {} {}", version.runtime_name, version.runtime_version, version.runtime_api_version);
