@@ -209,6 +209,11 @@ impl Node {
         self.daemons[0].id() as i32
     }
 
+    /// containerd's mount namespace (`mnt:[INODE]`): its shims and what they start share it.
+    fn mount_namespace(&self) -> String {
+        fs::read_link(format!("/proc/{}/ns/mnt", self.containerd_pid())).map(|l| l.display().to_string()).unwrap_or_default()
+    }
+
     fn log(&self, name: &str) -> String {
         fs::read_to_string(self.share().join(name)).unwrap_or_default()
     }
@@ -280,6 +285,19 @@ impl Node {
     fn assert_no_leftovers(&self, ids: &[String], cgroup_parent: &str) {
         let sock = self.sock().to_string_lossy().into_owned();
         wait_until(&format!("{}: the shims to exit", self.name), Duration::from_secs(30), || shims_of(&sock).is_empty());
+        // Nor anything a shim started (what a shim's death would orphan): containerd's mount
+        // namespace, where shims start, holds containerd alone again, and the node's zygote,
+        // which stays by design until it has been idle (src/container/zygote.rs).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let left = loop {
+            let mut left = in_mount_namespace(&self.mount_namespace());
+            left.retain(|(pid, argv)| *pid != self.containerd_pid() && argv.get(1).is_none_or(|a| a != "zygote"));
+            if left.is_empty() || Instant::now() > deadline {
+                break left;
+            }
+            thread::sleep(Duration::from_millis(100));
+        };
+        assert!(left.is_empty(), "{}: processes of the shims are left: {left:?}", self.name);
         let mountinfo = format!("/proc/{}/mountinfo", self.containerd_pid());
         let mounts = fs::read_to_string(&mountinfo).unwrap();
         for id in ids {
@@ -344,6 +362,12 @@ fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
     dirs.into_iter().filter(|d| d.is_dir()).collect()
 }
 
+/// The processes in mount namespace `namespace` (`mnt:[INODE]`).
+fn in_mount_namespace(namespace: &str) -> Vec<(i32, Vec<String>)> {
+    let same = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|l| l.display().to_string() == namespace);
+    processes().into_iter().filter(|(pid, _)| same(*pid)).collect()
+}
+
 /// rmdir of `paths` (deepest first) in every hierarchy, for what a test made or left.
 fn remove_cgroups(paths: &[&str]) {
     for path in paths {
@@ -379,6 +403,7 @@ impl Drop for Node {
                 quiet(&["container", "delete", id]);
             }
         }
+        let namespace = if self.daemons.is_empty() { String::new() } else { self.mount_namespace() };
         while let Some(mut daemon) = self.daemons.pop() {
             unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
             if wait_timeout(&mut daemon, Duration::from_secs(15)).is_none() {
@@ -386,12 +411,12 @@ impl Drop for Node {
                 let _ = daemon.wait();
             }
         }
-        // Shims outlive containerd by design; ours are the ones given our socket.
+        // Shims outlive containerd by design; ours are the ones given our socket, and what they
+        // left is in containerd's mount namespace.
         let sock = self.sock().to_string_lossy().into_owned();
-        for (pid, argv) in processes() {
-            if argv.contains(&sock) {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        let ours = processes().into_iter().filter(|(_, argv)| argv.contains(&sock));
+        for (pid, _) in ours.chain(if namespace.is_empty() { Vec::new() } else { in_mount_namespace(&namespace) }) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         remove_cgroups(&[&format!("/{NS}"), "/docker"]);
         let dir = format!("{}/", self.dir.path().display());
@@ -613,8 +638,7 @@ fn trixie_node_runs_wasm_containers_through_docker() {
     assert_eq!((out.code, out.stdout.as_str()), (0, "got: ping\n"), "{out:#?}");
 
     assert_eq!(docker(&["ps", "-aq"], None).stdout, "", "containers left");
-    let sock = node.sock().to_string_lossy().into_owned();
-    wait_until("the shims to exit", Duration::from_secs(30), || shims_of(&sock).is_empty());
+    node.assert_no_leftovers(&[], "/docker");
 }
 
 #[test]
@@ -693,10 +717,5 @@ fn cri_pod(name: &'static str) {
     let _: cri::Empty = cri.ok("StopPodSandbox", cri::PodSandboxIdRequest { pod_sandbox_id: pod.clone() });
     let _: cri::Empty = cri.ok("RemovePodSandbox", cri::PodSandboxIdRequest { pod_sandbox_id: pod.clone() });
     pods.ids.clear();
-    let sock = node.sock().to_string_lossy().into_owned();
-    wait_until("the pod's shim to exit", Duration::from_secs(30), || shims_of(&sock).is_empty());
-    for id in [&pod, &printer, &failer] {
-        let left = cgroup_dirs(&format!("{cgroup_parent}/{id}"));
-        assert!(left.is_empty(), "cgroups of {id} are left: {left:?}");
-    }
+    node.assert_no_leftovers(&[pod, printer, failer], &cgroup_parent);
 }
