@@ -14,12 +14,18 @@ VERSION := $(shell awk -F'"' '/^version *=/ { print $$2; exit }' Cargo.toml)
 DIST_NAME := containerd-shim-wasmedge-$(VERSION)-x86_64-linux
 DIST_TARBALL := dist/$(DIST_NAME).tar.gz
 
-.PHONY: all build dist test demo bench devroot toolchain toolchains clean install uninstall e2e-docker e2e-k8s soak fuzz
+.PHONY: all build dist test demo bench devroot toolchain toolchains clean install uninstall e2e-docker e2e-k8s soak fuzz \
+  nodes test-nodes
 
 all: build
 
 devroot:
 	devroot/create.sh
+
+# The node roots of test/e2e_nodes.rs (test/nodes/create.sh): Debian bookworm, trixie and sid with
+# only their own containerd and runc (trixie also Docker), rebuilt when their recipe changes.
+nodes:
+	test/nodes/create.sh
 
 # The wasm target lives in ~/.rustup, which the dev root shares with the host.
 toolchain:
@@ -38,9 +44,16 @@ toolchains: toolchain build
 dist: toolchain
 	deploy/dist.sh
 
-# The tests take the tarball too (its ELF, install.sh), so it is made first.
-test: toolchain dist
+# The tests take the tarball too (its ELF, install.sh), so it is made first; the node matrix
+# (test/e2e_nodes.rs) also needs the node roots, which inside the dev root are the host's to make.
+NODE_ROOTS := $(if $(IN_DEVROOT),,nodes)
+test: toolchain dist $(NODE_ROOTS)
 	$(TEST) -- --test-threads=1
+
+# The node matrix alone: the tarball installed by its install.sh on each node root, then wasm
+# containers through that root's containerd (Docker and CRI too). About a minute.
+test-nodes: toolchain dist $(NODE_ROOTS)
+	$(TEST) --test e2e_nodes -- --test-threads=1
 
 demo: toolchain build
 	test/demo.sh
@@ -65,8 +78,10 @@ fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 else
-build dist test demo e2e-docker e2e-k8s: devroot toolchain
+build dist test demo e2e-docker e2e-k8s test-nodes: devroot toolchain
 	devroot/enter.sh $(MAKE) $@ FEATURES="$(FEATURES)"
+# The node roots are made on the host, before entering the dev root (debootstrap).
+test test-nodes: nodes
 
 toolchains: devroot toolchain
 	devroot/enter.sh $(MAKE) toolchains LANGS="$(LANGS)"

@@ -1,5 +1,7 @@
 # Shared settings of the dev root scripts.
 DEVROOT=${DEVROOT:-/var/cache/containerd-shim-wasmedge/devroot}
+# The node roots of test/nodes/create.sh (test/e2e_nodes.rs knows this path too).
+NODES=${NODES:-/var/cache/containerd-shim-wasmedge/nodes}
 # The runtime world (WasmEdge, containerd, runc, crun, Docker, CNI, kubectl) and the toolchains the
 # build helper uses for C/C++, Go, JavaScript and TypeScript.
 DEVROOT_PACKAGES="ca-certificates libwasmedge-dev wasmedge containerd runc crun docker.io docker-cli kubectl \

@@ -12,20 +12,7 @@ if [ -f "$DEVROOT/.stamp" ] && [ "$(cat "$DEVROOT/.stamp")" = "$want" ]; then
   exit 0
 fi
 
-# Read the mirror from the host's own apt configuration: no registry host is written in this repo.
-mirror_uri() {
-  local uri=""
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -f "$f" ] || continue
-    uri=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$f")
-    [ -n "$uri" ] && break
-  done
-  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-    uri=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) {print $i; exit}}' /etc/apt/sources.list)
-  fi
-  [ -n "$uri" ] || { echo "devroot: no Debian mirror found in /etc/apt" >&2; exit 1; }
-  echo "$uri"
-}
+. "$here/mirror.sh"
 
 # A root that exists is brought up to date in place (packages added, config copied): rebuilding
 # it would pull it from under the sessions that are using it.

@@ -26,6 +26,11 @@ mount --bind "$repo" "$r$repo"
 mount --bind "${RUSTUP_HOME:-$HOME/.rustup}" "$r/root/.rustup"
 mount --bind "${CARGO_HOME:-$HOME/.cargo}" "$r/root/.cargo"
 cp /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
+# The node roots of test/e2e_nodes.rs (test/nodes/create.sh), at the same path inside.
+if [ -d "$NODES" ]; then
+  mkdir -p "$r$NODES"
+  mount --bind "$NODES" "$r$NODES"
+fi
 
 # pivot_root rather than chroot: the dev root becomes the root of this mount namespace, as a
 # host's root is. `runc exec` (CRI ExecSync, docker exec) enters a container's mount namespace

@@ -57,18 +57,6 @@ fn docker_memory() -> &'static Path {
     })
 }
 
-fn pack_docker(module: &Path, tag: &str, files: &[String]) -> PathBuf {
-    let out_path = scratch_dir().join(format!("{}-docker.tar", tag.rsplit('/').next().unwrap().replace(':', "-")));
-    let mut cmd = Command::new(IMAGE_TOOL);
-    cmd.arg("pack").arg("--module").arg(module).args(["--tag", tag, "--format", "docker"]).arg("--out").arg(&out_path);
-    for file in files {
-        cmd.args(["--file", file]);
-    }
-    let out = exec_bounded(&mut cmd, None, Duration::from_secs(60));
-    assert_eq!(out.code, 0, "wasmedge-image pack failed: {out:#?}");
-    out_path
-}
-
 /// A private dockerd on a private containerd. Dropped before its containerd (field order).
 struct Docker {
     dir: tempfile::TempDir,

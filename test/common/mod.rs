@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod cri;
+
 pub const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasmedge-v1");
 pub const IMAGE_TOOL: &str = env!("CARGO_BIN_EXE_wasmedge-image");
 pub const RUNTIME: &str = "io.containerd.wasmedge.v1";
@@ -167,6 +169,19 @@ pub fn pack(module: &Path, tag: &str, files: &[String]) -> PathBuf {
     let out_path = scratch_dir().join(format!("{}.tar", tag.rsplit('/').next().unwrap().replace(':', "-")));
     let mut cmd = Command::new(IMAGE_TOOL);
     cmd.arg("pack").arg("--module").arg(module).args(["--tag", tag]).arg("--out").arg(&out_path);
+    for file in files {
+        cmd.args(["--file", file]);
+    }
+    let out = exec_bounded(&mut cmd, None, Duration::from_secs(60));
+    assert_eq!(out.code, 0, "wasmedge-image pack failed: {out:#?}");
+    out_path
+}
+
+/// As [`pack`], as a docker-archive for `docker load`.
+pub fn pack_docker(module: &Path, tag: &str, files: &[String]) -> PathBuf {
+    let out_path = scratch_dir().join(format!("{}-docker.tar", tag.rsplit('/').next().unwrap().replace(':', "-")));
+    let mut cmd = Command::new(IMAGE_TOOL);
+    cmd.arg("pack").arg("--module").arg(module).args(["--tag", tag, "--format", "docker"]).arg("--out").arg(&out_path);
     for file in files {
         cmd.args(["--file", file]);
     }
