@@ -291,7 +291,7 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(30);
         let left = loop {
             let mut left = in_mount_namespace(&self.mount_namespace());
-            left.retain(|(pid, argv)| *pid != self.containerd_pid() && argv.get(1).is_none_or(|a| a != "zygote"));
+            left.retain(|(pid, argv)| *pid != self.containerd_pid() && !is_zygote(argv));
             if left.is_empty() || Instant::now() > deadline {
                 break left;
             }
@@ -360,6 +360,12 @@ fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup").unwrap().flatten().map(|e| e.path().join(path)).collect();
     dirs.push(Path::new("/sys/fs/cgroup").join(path));
     dirs.into_iter().filter(|d| d.is_dir()).collect()
+}
+
+/// The node's zygote: `containerd-wasmedge-init zygote`, maybe through the bundled loader
+/// (`ld-linux-x86-64.so.2 --argv0 containerd-wasmedge-init PATH zygote`).
+fn is_zygote(argv: &[String]) -> bool {
+    argv.last().is_some_and(|a| a == "zygote") && argv.iter().any(|a| a.ends_with("containerd-wasmedge-init"))
 }
 
 /// The processes in mount namespace `namespace` (`mnt:[INODE]`).
