@@ -48,12 +48,12 @@ dist: toolchain
 # (test/e2e_nodes.rs) also needs the node roots, which inside the dev root are the host's to make.
 NODE_ROOTS := $(if $(IN_DEVROOT),,nodes)
 test: toolchain dist $(NODE_ROOTS)
-	$(TEST) -- --test-threads=1
+	NODE_TARBALL=$(CURDIR)/$(DIST_TARBALL) $(TEST) -- --test-threads=1
 
 # The node matrix alone: the tarball installed by its install.sh on each node root, then wasm
 # containers through that root's containerd (Docker and CRI too). About a minute.
 test-nodes: toolchain dist $(NODE_ROOTS)
-	$(TEST) --test e2e_nodes -- --test-threads=1
+	NODE_TARBALL=$(CURDIR)/$(DIST_TARBALL) $(TEST) --test e2e_nodes -- --test-threads=1
 
 demo: toolchain build
 	test/demo.sh

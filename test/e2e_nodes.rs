@@ -268,14 +268,18 @@ impl Node {
     }
 
     /// Waits for task `id` to run; returns its pid.
-    fn running(&self, id: &str) -> u32 {
+    fn running(&self, id: &str, run: &thread::ScopedJoinHandle<Out>) -> u32 {
         let mut pid = 0;
-        wait_until(&format!("{id} to run"), Duration::from_secs(60), || match self.task(id) {
-            Some((p, status)) if status == "RUNNING" => {
-                pid = p;
-                true
+        wait_until(&format!("{id} to run"), Duration::from_secs(60), || {
+            // A `ctr run` that already ended (the shim did not start) has nothing to wait for.
+            assert!(!run.is_finished(), "{}: ctr run of {id} ended before its task ran", self.name);
+            match self.task(id) {
+                Some((p, status)) if status == "RUNNING" => {
+                    pid = p;
+                    true
+                }
+                _ => false,
             }
-            _ => false,
         });
         pid
     }
@@ -291,7 +295,7 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(30);
         let left = loop {
             let mut left = in_mount_namespace(&self.mount_namespace());
-            left.retain(|(pid, argv)| *pid != self.containerd_pid() && argv.get(1).is_none_or(|a| a != "zygote"));
+            left.retain(|(pid, argv)| *pid != self.containerd_pid() && !is_zygote(argv));
             if left.is_empty() || Instant::now() > deadline {
                 break left;
             }
@@ -306,6 +310,15 @@ impl Node {
             assert!(left.is_empty(), "{}: cgroups of {id} are left: {left:?}", self.name);
         }
     }
+}
+
+/// `out` of a background `ctr run`, printed when it failed other than by a signal: the test may
+/// fail on something else first.
+fn shown(out: Out) -> Out {
+    if (1..128).contains(&out.code) {
+        eprintln!("{out:#?}");
+    }
+    out
 }
 
 /// Kills container `.1` if the test fails while it runs, so a scope waiting for its `ctr run`
@@ -360,6 +373,12 @@ fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup").unwrap().flatten().map(|e| e.path().join(path)).collect();
     dirs.push(Path::new("/sys/fs/cgroup").join(path));
     dirs.into_iter().filter(|d| d.is_dir()).collect()
+}
+
+/// The node's zygote: `containerd-wasmedge-init zygote`, maybe through the bundled loader
+/// (`ld-linux-x86-64.so.2 --argv0 containerd-wasmedge-init PATH zygote`).
+fn is_zygote(argv: &[String]) -> bool {
+    argv.last().is_some_and(|a| a == "zygote") && argv.iter().any(|a| a.ends_with("containerd-wasmedge-init"))
 }
 
 /// The processes in mount namespace `namespace` (`mnt:[INODE]`).
@@ -472,9 +491,9 @@ fn ctr_suite(name: &'static str) {
         // SIGTERM ends the module at once (143).
         let sleeper = id("sleeper");
         let mut cmd = node.run_command(&sleeper, HELLO_IMAGE, &["--memory-limit", "268435456"], &["sleep", "600"]);
-        let run = s.spawn(move || exec_bounded(&mut cmd, Some(""), NODE_TIMEOUT));
+        let run = s.spawn(move || shown(exec_bounded(&mut cmd, Some(""), NODE_TIMEOUT)));
         let _kill = KillOnFailure(&node, sleeper.clone());
-        let pid = node.running(&sleeper);
+        let pid = node.running(&sleeper, &run);
         let limit = cgroup_file(pid, "memory", "memory.limit_in_bytes", "memory.max");
         assert_eq!(fs::read_to_string(&limit).unwrap().trim(), "268435456", "{name}: {}", limit.display());
         let exec_out = node.ctr(&["task", "exec", "--exec-id", "e1", &sleeper, ENTRYPOINT, "echo", "from", "exec"]);
@@ -490,9 +509,9 @@ fn ctr_suite(name: &'static str) {
         // A signal the module does not end on (it still serves exec afterwards), then SIGKILL (137).
         let stubborn = id("stubborn");
         let mut cmd = node.run_command(&stubborn, HELLO_IMAGE, &[], &["sleep", "600"]);
-        let run = s.spawn(move || exec_bounded(&mut cmd, Some(""), NODE_TIMEOUT));
+        let run = s.spawn(move || shown(exec_bounded(&mut cmd, Some(""), NODE_TIMEOUT)));
         let _kill = KillOnFailure(&node, stubborn.clone());
-        node.running(&stubborn);
+        node.running(&stubborn, &run);
         node.ctr_ok(&["task", "kill", "-s", "SIGUSR1", &stubborn]);
         let exec_out = node.ctr(&["task", "exec", "--exec-id", "e3", &stubborn, ENTRYPOINT, "echo", "still", "here"]);
         assert_eq!((exec_out.code, exec_out.stdout.as_str()), (0, "still here\n"), "{name}: {exec_out:#?}");
@@ -546,9 +565,9 @@ fn systemd_cgroup(name: &'static str) {
     let cgroup = format!("e2e-node.slice:wasmedge:{id}");
     thread::scope(|s| {
         let mut cmd = node.run_command(&id, HELLO_IMAGE, &["--cgroup", &cgroup, "--memory-limit", "134217728"], &["sleep", "600"]);
-        let run = s.spawn(move || exec_bounded(&mut cmd, Some(""), NODE_TIMEOUT));
+        let run = s.spawn(move || shown(exec_bounded(&mut cmd, Some(""), NODE_TIMEOUT)));
         let _kill = KillOnFailure(&node, id.clone());
-        let pid = node.running(&id);
+        let pid = node.running(&id, &run);
         let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
         for line in cgroups.lines() {
             let mut parts = line.splitn(3, ':');
