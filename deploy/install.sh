@@ -68,13 +68,25 @@ config_version() {
   fi
 }
 
+# The block for config version $1. containerd 1.x takes a version 2 file's runtimes instead of
+# its default ones: without a `runc` entry there, its CRI plugin (default runtime runc) fails to
+# load, so the block brings one when the rest of the file ($2: 1 if so) has none.
 block() {
   case "$1" in
-    3) table="plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.$handler" ;;
-    2) table="plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.$handler" ;;
+    3) runtimes="plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes" ;;
+    2) runtimes="plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes" ;;
     *) die "$config: containerd config version $1 is not supported (2 or 3 are)" ;;
   esac
-  printf '%s\n[%s]\n  runtime_type = "io.containerd.wasmedge.v1"\n%s\n' "$begin" "$table" "$end"
+  printf '%s\n[%s.%s]\n  runtime_type = "io.containerd.wasmedge.v1"\n' "$begin" "$runtimes" "$handler"
+  if [ "$1" = 2 ] && [ "${2:-0}" = 1 ]; then
+    printf '\n[%s.runc]\n  runtime_type = "io.containerd.runc.v2"\n' "$runtimes"
+  fi
+  echo "$end"
+}
+
+# 1 when the config outside our block defines no runc runtime.
+lacks_runc() {
+  if [ -s "$config" ] && without_block | grep -q 'runtimes\.runc\]\|runtimes\."runc"\]'; then echo 0; else echo 1; fi
 }
 
 # The config without our block, nor the blank line added before it.
@@ -114,7 +126,7 @@ add_entry() {
   if [ "$version" = 3 ] && [ "$major" = 1 ]; then
     die "$config is a version 3 config, which containerd $major.x cannot read"
   fi
-  wanted=$(block "$version")
+  wanted=$(block "$version" "$(lacks_runc)")
   if [ -e "$config" ] && grep -qxF "$begin" "$config"; then
     current=$(awk -v b="$begin" -v e="$end" '$0 == b { p = 1 } p { print } $0 == e { p = 0 }' "$config")
     if [ "$current" = "$wanted" ]; then
