@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::cri::{self, busybox_image, container, log_messages, shims_of, wasm_image, Cri, Pods};
+use common::cri::{self, busybox_image, container, log_messages, shims_of, wasm_image, Cri};
 use common::cri::{BUSYBOX_IMAGE, CRI_NAMESPACE, HANDLER, WASM_IMAGE};
 use common::*;
 use std::path::Path;
@@ -57,30 +57,10 @@ fn pod_with_a_wasm_container_and_a_linux_sidecar_runs_through_cri() {
     // The pod: the node's network, one IPC and one PID namespace for all its containers
     // (shareProcessNamespace), so wasm containers join the pause container's.
     let logs = tempfile::tempdir().unwrap();
-    let namespaces = cri::NamespaceOption { network: cri::NODE, pid: cri::POD, ipc: cri::POD };
     let cgroup_parent = format!("/e2e-cri-{}", std::process::id());
-    let pod_config = cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata { name: "wasm-pod".into(), uid: unique_id("uid"), namespace: "default".into(), attempt: 0 }),
-        // No hostname: a pod on the node's network has the node's (and no UTS namespace).
-        log_directory: logs.path().display().to_string(),
-        linux: Some(cri::LinuxPodSandboxConfig {
-            cgroup_parent: cgroup_parent.clone(),
-            security_context: Some(cri::LinuxSandboxSecurityContext { namespace_options: Some(namespaces.clone()) }),
-        }),
-        ..Default::default()
-    };
-    let mut pods = Pods { cri: &cri, ids: Vec::new(), cgroup_parent: cgroup_parent.clone() };
-    let pod: cri::RunPodSandboxResponse =
-        cri.ok("RunPodSandbox", cri::RunPodSandboxRequest { config: Some(pod_config.clone()), runtime_handler: HANDLER.into() });
-    let pod = pod.pod_sandbox_id;
-    pods.ids.push(pod.clone());
+    let mut pod = cri.run_pod(logs.path(), &cgroup_parent);
+    let (namespaces, create) = (pod.namespaces.clone(), |config| pod.start(config));
 
-    let create = |config: cri::ContainerConfig| -> String {
-        let request = cri::CreateContainerRequest { pod_sandbox_id: pod.clone(), config: Some(config), sandbox_config: Some(pod_config.clone()) };
-        let created: cri::CreateContainerResponse = cri.ok("CreateContainer", request);
-        let _: cri::Empty = cri.ok("StartContainer", cri::ContainerIdRequest { container_id: created.container_id.clone() });
-        created.container_id
-    };
     // A wasm container that prints and ends, a long-running one, and a Linux sidecar.
     let once = create(container("wasm-once", WASM_IMAGE, &[], &["echo", "hello from a wasm pod"], &namespaces));
     // kubelet gives a BestEffort container an oom_score_adj of 1000; this one is raised to 500.
@@ -132,12 +112,12 @@ fn pod_with_a_wasm_container_and_a_linux_sidecar_runs_through_cri() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{out:?}");
 
     // Stop and remove the pod: every container ends and the shim exits.
-    let _: cri::Empty = cri.ok("StopPodSandbox", cri::PodSandboxIdRequest { pod_sandbox_id: pod.clone() });
+    let _: cri::Empty = cri.ok("StopPodSandbox", cri::PodSandboxIdRequest { pod_sandbox_id: pod.id.clone() });
     for id in [&wasm, &sidecar] {
         assert_eq!(cri.status(id).state, cri::CONTAINER_EXITED, "{id} still runs after StopPodSandbox");
     }
-    let _: cri::Empty = cri.ok("RemovePodSandbox", cri::PodSandboxIdRequest { pod_sandbox_id: pod.clone() });
-    pods.ids.clear();
+    let _: cri::Empty = cri.ok("RemovePodSandbox", cri::PodSandboxIdRequest { pod_sandbox_id: pod.id.clone() });
+    pod.guard.ids.clear();
     wait_until("the pod's shim to exit", Duration::from_secs(30), || shims_of(&sock).is_empty());
     assert!(cri.call::<_, cri::ContainerStatusResponse>("ContainerStatus", cri::ContainerIdRequest { container_id: wasm.clone() }).is_err());
 }

@@ -10,8 +10,8 @@
 
 mod common;
 
-use common::cri::{self, busybox_image, container, log_messages, shims_of, wasm_image, Cri, Pods};
-use common::cri::{BUSYBOX_IMAGE, CRI_NAMESPACE, HANDLER, WASM_IMAGE};
+use common::cri::{self, busybox_image, container, log_messages, shims_of, wasm_image, Cri};
+use common::cri::{BUSYBOX_IMAGE, CRI_NAMESPACE, WASM_IMAGE};
 use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -715,29 +715,9 @@ fn cri_pod(name: &'static str) {
     // The node's network; logs in share/, where the test reads them.
     let logs = node.share().join("pod-logs");
     fs::create_dir(&logs).unwrap();
-    let namespaces = cri::NamespaceOption { network: cri::NODE, pid: cri::POD, ipc: cri::POD };
     let cgroup_parent = format!("/e2e-node-cri-{}", std::process::id());
-    let pod_config = cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata { name: "wasm-pod".into(), uid: unique_id("uid"), namespace: "default".into(), attempt: 0 }),
-        log_directory: logs.display().to_string(),
-        linux: Some(cri::LinuxPodSandboxConfig {
-            cgroup_parent: cgroup_parent.clone(),
-            security_context: Some(cri::LinuxSandboxSecurityContext { namespace_options: Some(namespaces.clone()) }),
-        }),
-        ..Default::default()
-    };
-    let mut pods = Pods { cri: &cri, ids: Vec::new(), cgroup_parent: cgroup_parent.clone() };
-    let pod: cri::RunPodSandboxResponse =
-        cri.ok("RunPodSandbox", cri::RunPodSandboxRequest { config: Some(pod_config.clone()), runtime_handler: HANDLER.into() });
-    let pod = pod.pod_sandbox_id;
-    pods.ids.push(pod.clone());
-
-    let start = |config: cri::ContainerConfig| -> String {
-        let request = cri::CreateContainerRequest { pod_sandbox_id: pod.clone(), config: Some(config), sandbox_config: Some(pod_config.clone()) };
-        let created: cri::CreateContainerResponse = cri.ok("CreateContainer", request);
-        let _: cri::Empty = cri.ok("StartContainer", cri::ContainerIdRequest { container_id: created.container_id.clone() });
-        created.container_id
-    };
+    let mut pod = cri.run_pod(&logs, &cgroup_parent);
+    let (namespaces, start) = (pod.namespaces.clone(), |config| pod.start(config));
     let printer = start(container("printer", WASM_IMAGE, &[], &["echo", "hello from a node pod"], &namespaces));
     let failer = start(container("failer", WASM_IMAGE, &[], &["exit", "3"], &namespaces));
     for id in [&printer, &failer] {
@@ -749,8 +729,8 @@ fn cri_pod(name: &'static str) {
     let status = cri.status(&failer);
     assert_eq!((status.exit_code, status.reason.as_str()), (3, "Error"), "{status:?}");
 
-    let _: cri::Empty = cri.ok("StopPodSandbox", cri::PodSandboxIdRequest { pod_sandbox_id: pod.clone() });
-    let _: cri::Empty = cri.ok("RemovePodSandbox", cri::PodSandboxIdRequest { pod_sandbox_id: pod.clone() });
-    pods.ids.clear();
-    node.assert_no_leftovers(&[pod, printer, failer], &cgroup_parent);
+    let _: cri::Empty = cri.ok("StopPodSandbox", cri::PodSandboxIdRequest { pod_sandbox_id: pod.id.clone() });
+    let _: cri::Empty = cri.ok("RemovePodSandbox", cri::PodSandboxIdRequest { pod_sandbox_id: pod.id.clone() });
+    pod.guard.ids.clear();
+    node.assert_no_leftovers(&[pod.id.clone(), printer, failer], &cgroup_parent);
 }

@@ -367,6 +367,46 @@ impl Drop for Pods<'_> {
     }
 }
 
+/// A pod on runtime handler `wasmedge`, as kubelet makes one: the node's network, one PID and IPC
+/// namespace for its containers, its logs in a directory and its cgroups under a parent of its
+/// own. Its guard removes it (best effort) even when the test fails.
+pub struct Pod<'a> {
+    pub id: String,
+    pub config: PodSandboxConfig,
+    pub namespaces: NamespaceOption,
+    pub guard: Pods<'a>,
+}
+
+impl Cri {
+    pub fn run_pod(&self, log_dir: &Path, cgroup_parent: &str) -> Pod<'_> {
+        let namespaces = NamespaceOption { network: NODE, pid: POD, ipc: POD };
+        let config = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata { name: "wasm-pod".into(), uid: unique_id("uid"), namespace: "default".into(), attempt: 0 }),
+            // No hostname: a pod on the node's network has the node's (and no UTS namespace).
+            log_directory: log_dir.display().to_string(),
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: cgroup_parent.into(),
+                security_context: Some(LinuxSandboxSecurityContext { namespace_options: Some(namespaces.clone()) }),
+            }),
+            ..Default::default()
+        };
+        let mut guard = Pods { cri: self, ids: Vec::new(), cgroup_parent: cgroup_parent.into() };
+        let response: RunPodSandboxResponse = self.ok("RunPodSandbox", RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: HANDLER.into() });
+        guard.ids.push(response.pod_sandbox_id.clone());
+        Pod { id: response.pod_sandbox_id, config, namespaces, guard }
+    }
+}
+
+impl Pod<'_> {
+    /// Creates and starts a container in the pod; its id.
+    pub fn start(&self, config: ContainerConfig) -> String {
+        let request = CreateContainerRequest { pod_sandbox_id: self.id.clone(), config: Some(config), sandbox_config: Some(self.config.clone()) };
+        let created: CreateContainerResponse = self.guard.cri.ok("CreateContainer", request);
+        let _: Empty = self.guard.cri.ok("StartContainer", ContainerIdRequest { container_id: created.container_id.clone() });
+        created.container_id
+    }
+}
+
 pub fn container(name: &str, image: &str, command: &[&str], args: &[&str], namespaces: &NamespaceOption) -> ContainerConfig {
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
     ContainerConfig {
