@@ -50,23 +50,11 @@ fn tarball() -> PathBuf {
     newest.expect("no release tarball: run `make dist` (or set NODE_TARBALL)")
 }
 
-/// A module that grows its linear memory a page at a time until memory.grow fails, then exits
-/// with the MiB it reached: under a limit, exactly that limit.
+/// The image of [`GROW_WAT`].
 fn grow_image() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
-        let module = wat::parse_str(
-            r#"(module
-              (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-              (memory 1)
-              (func (export "_start")
-                (block $refused
-                  (loop $more
-                    (br_if $refused (i32.eq (memory.grow (i32.const 1)) (i32.const -1)))
-                    (br $more)))
-                (call $exit (i32.div_u (memory.size) (i32.const 16)))))"#,
-        )
-        .unwrap();
+        let module = wat::parse_str(GROW_WAT).unwrap();
         let path = scratch_dir().join("grow.wasm");
         fs::write(&path, module).unwrap();
         pack(&path, GROW_IMAGE, &[])

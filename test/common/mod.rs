@@ -501,3 +501,15 @@ pub fn dist_tarball() -> PathBuf {
     assert!(path.is_file(), "{} is missing: run `make dist` (make test does) first", path.display());
     path
 }
+
+/// A module that grows its linear memory a page at a time until memory.grow fails, then exits
+/// with the MiB it reached: under a limit, exactly that limit.
+pub const GROW_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory 1)
+  (func (export "_start")
+    (block $refused
+      (loop $more
+        (br_if $refused (i32.eq (memory.grow (i32.const 1)) (i32.const -1)))
+        (br $more)))
+    (call $exit (i32.div_u (memory.size) (i32.const 16)))))"#;
