@@ -114,6 +114,15 @@ impl Node {
         cmd
     }
 
+    /// CMD in containerd's own mount namespace, as every daemon of a real node shares the host's:
+    /// dockerd mounts a container's rootfs itself, where the shim containerd starts must see it.
+    fn command_beside_containerd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--target={}", self.containerd_pid())).args(["--mount", "--root", "--wd", "--"]);
+        cmd.args(["env", "-i", "HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]).args(args);
+        cmd
+    }
+
     /// A shell script run on the node that must succeed; returns its stdout.
     fn sh(&self, script: &str) -> String {
         let out = exec_bounded(&mut self.command(&["sh", "-c", script]), None, NODE_TIMEOUT);
@@ -278,12 +287,12 @@ impl Node {
         let sock = self.sock().to_string_lossy().into_owned();
         wait_until(&format!("{}: the shims to exit", self.name), Duration::from_secs(30), || shims_of(&sock).is_empty());
         // Nor anything a shim started (what a shim's death would orphan): containerd's mount
-        // namespace, where shims start, holds containerd alone again, and the node's zygote,
-        // which stays by design until it has been idle (src/container/zygote.rs).
+        // namespace, where shims start, holds the node's daemons alone again, and the node's
+        // zygote, which stays by design until it has been idle (src/container/zygote/mod.rs).
         let deadline = Instant::now() + Duration::from_secs(30);
         let left = loop {
             let mut left = in_mount_namespace(&self.mount_namespace());
-            left.retain(|(pid, argv)| *pid != self.containerd_pid() && !is_zygote(argv));
+            left.retain(|(pid, argv)| !self.daemons.iter().any(|d| d.id() as i32 == *pid) && !is_zygote(argv));
             if left.is_empty() || Instant::now() > deadline {
                 break left;
             }
@@ -514,13 +523,11 @@ fn ctr_suite(name: &'static str) {
 }
 
 #[test]
-#[ignore = "containerd 1.6/1.7 cannot start this shim yet: containerd-shim 0.12 speaks only task API v3 (containerd 2.x); issue 9 stays open for it"]
 fn bookworm_node_runs_wasm_containers_through_ctr() {
     ctr_suite("bookworm");
 }
 
 #[test]
-#[ignore = "containerd 1.6/1.7 cannot start this shim yet: containerd-shim 0.12 speaks only task API v3 (containerd 2.x); issue 9 stays open for it"]
 fn trixie_node_runs_wasm_containers_through_ctr() {
     ctr_suite("trixie");
 }
@@ -590,13 +597,11 @@ fn systemd_cgroup(name: &'static str) {
 }
 
 #[test]
-#[ignore = "containerd 1.6/1.7 cannot start this shim yet: containerd-shim 0.12 speaks only task API v3 (containerd 2.x); issue 9 stays open for it"]
 fn bookworm_node_expands_a_systemd_cgroup_path() {
     systemd_cgroup("bookworm");
 }
 
 #[test]
-#[ignore = "containerd 1.6/1.7 cannot start this shim yet: containerd-shim 0.12 speaks only task API v3 (containerd 2.x); issue 9 stays open for it"]
 fn trixie_node_expands_a_systemd_cgroup_path() {
     systemd_cgroup("trixie");
 }
@@ -610,7 +615,6 @@ fn sid_node_expands_a_systemd_cgroup_path() {
 // trixie: Docker 26; trixie and sid: a pod through CRI
 
 #[test]
-#[ignore = "containerd 1.6/1.7 cannot start this shim yet: containerd-shim 0.12 speaks only task API v3 (containerd 2.x); issue 9 stays open for it"]
 fn trixie_node_runs_wasm_containers_through_docker() {
     let mut node = Node::new("trixie");
     node.install();
@@ -629,7 +633,7 @@ fn trixie_node_runs_wasm_containers_through_docker() {
         "--iptables=false".into(), "--ip6tables=false".into(), "--bridge=none".into(),
     ];
     let dockerd: Vec<&str> = dockerd.iter().map(String::as_str).collect();
-    let daemon = node.command(&dockerd).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+    let daemon = node.command_beside_containerd(&dockerd).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
     node.daemons.push(daemon);
     let docker = |args: &[&str], stdin: Option<&str>| -> Out {
         exec_bounded(&mut node.command(&[&["docker", "--host", &host], args].concat()), stdin, NODE_TIMEOUT)
@@ -664,7 +668,6 @@ fn trixie_node_runs_wasm_containers_through_docker() {
 }
 
 #[test]
-#[ignore = "containerd 1.6/1.7 cannot start this shim yet: containerd-shim 0.12 speaks only task API v3 (containerd 2.x); issue 9 stays open for it"]
 fn trixie_node_runs_a_wasm_pod_through_cri() {
     cri_pod("trixie");
 }

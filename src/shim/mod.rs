@@ -1,15 +1,12 @@
 //! The containerd side: the runtime v2 `start`/`delete` commands and the ttrpc Task service.
 mod classify;
 mod options;
+mod serve;
 mod service;
 mod task;
 
-use containerd_shim::{
-    publisher::RemotePublisher, Config, DeleteResponse, ExitSignal, Flags, StartOpts,
-};
-use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
-use std::sync::Arc;
+use containerd_shim::{publisher::RemotePublisher, Config, DeleteResponse, Flags, StartOpts};
+use std::io::Write;
 
 pub use service::Service;
 
@@ -20,28 +17,28 @@ pub const RUNTIME_NAME: &str = "io.containerd.wasmedge.v1";
 const SANDBOX_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 
 pub fn run() {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    // The server is ours (serve.rs); `start`, `delete` and `-info` are the crate's.
+    if let Ok(flags) = containerd_shim::parse(&args) {
+        if !flags.info && !flags.version && !matches!(flags.action.as_str(), "start" | "delete") {
+            if let Err(e) = serve::serve(&flags) {
+                log::error!("{e:#}");
+                eprintln!("{RUNTIME_NAME}: {e:#}");
+                std::process::exit(1);
+            }
+            return;
+        }
+    }
     containerd_shim::run::<Shim>(RUNTIME_NAME, None)
 }
 
-struct Shim {
-    namespace: String,
-    /// containerd's gRPC address.
-    address: String,
-    /// The ttrpc socket this shim serves on (`unix://PATH`); empty for `start` and `delete`.
-    socket: String,
-    exit: Arc<ExitSignal>,
-}
+struct Shim;
 
 impl containerd_shim::Shim for Shim {
     type T = Service;
 
-    fn new(_runtime_id: &str, flags: &Flags, _config: &mut Config) -> Self {
-        Shim {
-            namespace: flags.namespace.clone(),
-            address: flags.address.clone(),
-            socket: flags.socket.clone(),
-            exit: Arc::new(ExitSignal::default()),
-        }
+    fn new(_runtime_id: &str, _flags: &Flags, _config: &mut Config) -> Self {
+        Shim
     }
 
     /// containerd runs `start` in the bundle directory; a pod's containers share the pod's shim.
@@ -55,11 +52,21 @@ impl containerd_shim::Shim for Shim {
         // pod container's start, and none of that process's start-up (log pipe, connection to
         // containerd) that could stall the `start` containerd waits for.
         let address = opts.socket_address(&grouping);
-        if grouping != opts.id && serving(&address) {
+        let bootstrap_protocol = !opts.containerd_version.is_empty();
+        let address = if grouping != opts.id && serving(&address) {
             containerd_shim::util::write_address(&address)?;
-            return Ok(address);
+            address
+        } else {
+            containerd_shim::spawn(opts, &grouping, Vec::new())?.1
+        };
+        if !bootstrap_protocol {
+            // containerd before 2.3 (no bootstrap protocol). The crate's reply would announce
+            // task API v3, which 1.7 refuses and 1.6 takes whole for the address; a bare address
+            // means a v2 shim to every containerd from 1.6 on, and the server answers v2 too.
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(address.as_bytes()).and_then(|_| out.flush());
+            std::process::exit(0);
         }
-        let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
         Ok(address)
     }
 
@@ -75,22 +82,13 @@ impl containerd_shim::Shim for Shim {
     }
 
     fn wait(&mut self) {
-        self.exit.wait();
-        crate::trace::shutdown();
-        // The crate removes the socket by the address file in the bundle, which containerd has
-        // deleted by now. Left behind, the socket would make the next shim of the same container
-        // id (`ctr run --rm ... hello` twice) probe it for a second before taking it over.
-        let path = Path::new(self.socket.trim_start_matches("unix://"));
-        if path.symlink_metadata().is_ok_and(|m| m.file_type().is_socket()) {
-            let _ = std::fs::remove_file(path);
-        }
+        unreachable!("the server is shim::serve, not the crate's")
     }
 
-    fn create_task_service(&self, publisher: RemotePublisher) -> Service {
-        Service::new(&self.namespace, &self.address, publisher, self.exit.clone())
+    fn create_task_service(&self, _publisher: RemotePublisher) -> Service {
+        unreachable!("the server is shim::serve, not the crate's")
     }
 }
-
 
 /// Whether a shim listens on `address` (`unix://PATH`).
 fn serving(address: &str) -> bool {
