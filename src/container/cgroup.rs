@@ -76,8 +76,7 @@ fn load(path: &str) -> Cgroup {
     Cgroup::load(hierarchies::auto(), path.trim_start_matches('/'))
 }
 
-/// Creates the cgroup at `path` and applies the spec's resources to it. A process joins it
-/// soon after: the wait the kernel makes that move pay starts now (see [`warm_up`]).
+/// Creates the cgroup at `path` and applies the spec's resources to it.
 pub fn create(path: &str, resources: Option<&LinuxResources>) -> Result<()> {
     let cg = Cgroup::new(hierarchies::auto(), path.trim_start_matches('/'))
         .map_err(|e| anyhow!("{e}"))
@@ -87,7 +86,6 @@ pub fn create(path: &str, resources: Option<&LinuxResources>) -> Result<()> {
             .map_err(|e| anyhow!("{e}"))
             .with_context(|| format!("setting limits on cgroup {path}"))?;
     }
-    warm_up();
     Ok(())
 }
 
@@ -102,7 +100,7 @@ pub fn join(path: &str) -> Result<()> {
 /// (about 10 ms per container here, with cgroup v1), and moves within the next grace period do
 /// not wait: started as a container's cgroup is made, the wait passes while the container
 /// starts, and the container process's own [`join`] finds it over.
-fn warm_up() {
+pub fn warm_up() {
     std::thread::spawn(|| {
         let pid = std::process::id();
         if let Ok(own) = containerd_shim::cgroup::get_cgroup(pid) {

@@ -3,10 +3,10 @@
 //!
 //! The shim clones the process straight into the container's PID namespace (see
 //! [`super::spawn::clone_self`]); the process re-executes this binary as `exec`, reads its plan
-//! from fd 3, reads and loads the module through the container's root, joins the container's
-//! cgroup and its other namespaces (`/proc/PID/ns/*`), takes the container's root
-//! (`/proc/PID/root`) as its own, drops to the exec's user and capabilities as the init does,
-//! and runs the module with its own argv, environment, stdio and exit code.
+//! from fd 3, opens the AOT cache, joins the container's cgroup and its other namespaces
+//! (`/proc/PID/ns/*`), takes the container's root (`/proc/PID/root`) as its own, drops to the
+//! exec's user and capabilities and arms the time limit as the init does, and only then reads,
+//! loads and runs the module with its own argv, environment, stdio and exit code.
 use super::launch::{refuse_unsupported_process, MountKind};
 use super::{security::Security, spawn, stdio::Stdio, Launch};
 use crate::engine::{EngineOptions, WasiContext};
@@ -19,6 +19,7 @@ use std::path::PathBuf;
 // The process side, in the binary that links WasmEdge.
 #[cfg(feature = "engine")]
 use {
+    super::compile::Aot,
     super::outcome::{finish, load, ProcessError},
     super::{cgroup, report, LAUNCH_FD},
     crate::engine::{self, ExitCode},
@@ -115,10 +116,7 @@ fn run() -> Result<ExitCode, ProcessError> {
         .collect::<Result<Vec<_>>>()
         .map_err(setup)?;
     let mnt = File::open(proc_dir.join("ns/mnt")).context("opening its mount namespace").map_err(setup)?;
-
-    // Loaded (and AOT-compiled) outside the cgroup, as init does: compiling must not count
-    // against the container's memory limit.
-    let prepared = load(&root, &plan.entrypoint, &plan.engine)?;
+    let aot = Aot::open(&plan.engine).map_err(ProcessError::Setup)?;
 
     if let Some(path) = &plan.cgroup {
         cgroup::join(path).map_err(setup)?;
@@ -132,6 +130,12 @@ fn run() -> Result<ExitCode, ProcessError> {
         .with_context(|| format!("working directory {} does not exist", plan.cwd.display()))
         .map_err(ProcessError::Setup)?;
     plan.security.apply().map_err(ProcessError::Setup)?;
+    if let Some(limit) = plan.engine.limits.time_limit {
+        super::init::arm_time_limit(limit);
+    }
+    // As in init: the module is read only now, through the container's root.
+    let root = File::open("/").context("opening the root").map_err(ProcessError::Setup)?;
+    let prepared = load(&root, &plan.entrypoint, aot, &plan.engine.limits)?;
     engine::run(prepared, &plan.wasi).map_err(ProcessError::Module)
 }
 

@@ -1,7 +1,9 @@
-//! The container process. It runs as `containerd-shim-wasmedge-v1 init`, already in its new
+//! The container process. It runs as `containerd-wasmedge-init init`, already in its new
 //! namespaces, with stdio on fds 0-2, the launch plan on fd 3 and its log pipe on fd 4. It
-//! builds its filesystem view, loads the module (AOT cache), joins its cgroup, pivots into the
-//! rootfs, then runs the module and exits with its code. Each step is a span for the shim.
+//! builds its filesystem view, opens the AOT cache (forking the compile helper), joins its
+//! cgroup, pivots into the rootfs, drops its privileges, arms its time limit, and only then
+//! reads, loads and runs its module, and exits with its code. Each step is a span for the shim.
+use super::compile::Aot;
 use super::outcome::{finish, load, ProcessError};
 use super::{cgroup, launch::MountKind, report, Launch, LAUNCH_FD};
 use crate::engine::{self, ExitCode};
@@ -30,30 +32,25 @@ fn run() -> Result<ExitCode, ProcessError> {
     let start = SystemTime::now();
     join_namespaces(&launch).map_err(ProcessError::Setup)?;
     build_rootfs(&launch).map_err(ProcessError::Setup)?;
+    let aot = Aot::open(&launch.engine).map_err(ProcessError::Setup)?;
     trace::report(Span::since("setup", start));
-    // The module is read and compiled before the process joins its cgroup: compiling a large
-    // module must not count against, or fail under, the container's memory limit.
-    let prepared = load_entrypoint(&launch)?;
     let start = SystemTime::now();
     confine(&launch).map_err(ProcessError::Setup)?;
-    trace::report(Span::since("confine", start));
     if let Some(limit) = launch.engine.limits.time_limit {
         arm_time_limit(limit);
     }
+    trace::report(Span::since("confine", start));
+    // Nothing of the module has been read yet: from here on it is read through the container's
+    // own root, by a process with the container's cgroup, user, capabilities and seccomp filter.
+    let root = File::open("/").context("opening the root").map_err(ProcessError::Setup)?;
+    let prepared = load(&root, &launch.entrypoint, aot, &launch.engine.limits)?;
     engine::run(prepared, &launch.wasi).map_err(ProcessError::Module)
-}
-
-fn load_entrypoint(launch: &Launch) -> Result<engine::Prepared, ProcessError> {
-    let root = File::open(&launch.rootfs)
-        .with_context(|| format!("opening {}", launch.rootfs.display()))
-        .map_err(ProcessError::Setup)?;
-    load(&root, &launch.entrypoint, &launch.engine)
 }
 
 /// Stops the process when its time is up, with a line on its stderr: a wall-clock timer in the
 /// process itself, so it holds in the interpreter and in AOT code alike, at no cost per
 /// instruction.
-fn arm_time_limit(limit: std::time::Duration) {
+pub(super) fn arm_time_limit(limit: std::time::Duration) {
     static MESSAGE: OnceLock<String> = OnceLock::new();
     extern "C" fn expired(_: libc::c_int) {
         if let Some(m) = MESSAGE.get() {

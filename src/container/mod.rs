@@ -4,6 +4,8 @@
 //! namespaces that re-executes this binary as `init`; [`init`] reads the launch plan, joins the
 //! cgroup, mounts, pivots into the rootfs and hands the module to the engine.
 pub mod cgroup;
+#[cfg(feature = "engine")]
+pub mod compile;
 pub mod exec;
 #[cfg(feature = "engine")]
 pub mod init;

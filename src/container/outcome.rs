@@ -1,6 +1,8 @@
 //! How a container process (init or exec) ends: the module's exit code, or one of the documented
 //! codes with a one-line reason on the process's stderr.
-use crate::engine::{self, EngineOptions, ExitCode, Failure, Prepared};
+use super::compile::Aot;
+use crate::engine::aot::Outcome;
+use crate::engine::{self, ExitCode, Failure, Limits, Prepared};
 use crate::trace::{self, Span};
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use std::fs::File;
@@ -45,12 +47,25 @@ pub fn finish(kind: &str, outcome: Result<ExitCode, ProcessError>) -> ! {
     engine::exit_now(code)
 }
 
-/// Reads the module at `path` inside `root` and loads it (the `load` span: read, AOT cache hit
-/// or compile, or the interpreter's load).
-pub fn load(root: &File, path: &Path, options: &EngineOptions) -> Result<Prepared, ProcessError> {
+/// Reads the module at `path` inside `root`, gets its compiled form (`aot`: the AOT cache, or
+/// a compile in the sandbox on a miss) and loads it into WasmEdge: the `load` span. Only a
+/// confined process calls this; `aot` was opened before.
+pub fn load(root: &File, path: &Path, aot: Option<Aot>, limits: &Limits) -> Result<Prepared, ProcessError> {
     let start = SystemTime::now();
     let module = read_module(root, path)?;
-    let prepared = engine::prepare(&module, options).map_err(ProcessError::Module)?;
+    let (compiled, how) = match aot {
+        None => (None, "off"),
+        Some(mut aot) => match aot.compiled(&module) {
+            Ok((bytes, Outcome::Hit)) => (Some(bytes), "hit"),
+            Ok((bytes, Outcome::Compiled)) => (Some(bytes), "compiled"),
+            // An invalid module fails to compile too: the interpreter's loader says why.
+            Err(e) => {
+                log::warn!("AOT compile failed, running in the interpreter: {e:#}");
+                (None, "failed")
+            }
+        },
+    };
+    let prepared = engine::prepare(&module, compiled.as_deref(), how, limits).map_err(ProcessError::Module)?;
     trace::report(Span::since("load", start).with("aot", prepared.aot()).with("bytes", module.len()));
     Ok(prepared)
 }

@@ -154,6 +154,27 @@ fn condition(arg: &oci_spec::runtime::LinuxSeccompArg) -> Result<SeccompConditio
     Ok(SeccompCondition::new(arg.index() as u8, SeccompCmpArgLen::Qword, op, value)?)
 }
 
+/// The filter of the shim's own sandboxes (the compile sandbox): every call but those that
+/// would start a program, reach out of the sandbox or widen it, which fail with EPERM. On every
+/// thread.
+pub fn deny_escapes() -> Result<()> {
+    const DENIED: &[i64] = &[
+        libc::SYS_execve, libc::SYS_execveat, libc::SYS_ptrace, libc::SYS_process_vm_readv, libc::SYS_process_vm_writev,
+        libc::SYS_mount, libc::SYS_umount2, libc::SYS_pivot_root, libc::SYS_chroot, libc::SYS_setns, libc::SYS_unshare,
+        libc::SYS_socket, libc::SYS_socketpair, libc::SYS_connect, libc::SYS_bpf, libc::SYS_perf_event_open,
+        libc::SYS_keyctl, libc::SYS_add_key, libc::SYS_request_key, libc::SYS_userfaultfd, libc::SYS_io_uring_setup,
+        libc::SYS_open_by_handle_at, libc::SYS_name_to_handle_at, libc::SYS_kexec_load, libc::SYS_init_module,
+        libc::SYS_finit_module, libc::SYS_delete_module, libc::SYS_reboot, libc::SYS_swapon, libc::SYS_swapoff,
+        libc::SYS_mknod, libc::SYS_mknodat, libc::SYS_kill, libc::SYS_tgkill, libc::SYS_tkill,
+    ];
+    let rules = DENIED.iter().map(|&call| (call, Vec::new())).collect();
+    let arch = std::env::consts::ARCH.try_into().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)?;
+    let program: seccompiler::BpfProgram = filter.try_into()?;
+    seccompiler::apply_filter_all_threads(&program)?;
+    Ok(())
+}
+
 /// Compiles a profile to BPF. A BPF filter of seccompiler has one action for a match and one
 /// for no match, which covers the profiles in use (an allow list over a deny default, or a
 /// deny list over an allow default); rules whose action only differs from the default in its

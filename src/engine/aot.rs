@@ -1,12 +1,19 @@
 //! The AOT cache: each module is compiled once to native code by WasmEdge's AOT compiler and
 //! loaded from the cache on every later start. Entries are keyed by everything that makes
 //! compiled code valid (module digest, WasmEdge version, CPU, compile options), written
-//! atomically (concurrent starts of one module are fine), and evicted oldest first past a size
-//! bound.
-use super::{depth, DEFAULT_AOT_DIR, DEFAULT_AOT_MAX_BYTES, PRECOMPILE_ARG};
+//! atomically under a unique temporary name, and evicted oldest first past a size bound.
+//!
+//! An entry is universal wasm: the module with its native code in a custom section, which
+//! WasmEdge loads from memory. So the container process reads its entry while it still sees the
+//! host, and loads it only once it is confined, with no path to the cache left. Compiling is
+//! [`compile`], which runs in the compile sandbox (`container::compile`), never in a container.
+use super::depth;
 use anyhow::{anyhow, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use wasmedge_sdk::{
     config::{CompilerConfigOptions, Config, ConfigBuilder},
@@ -19,32 +26,48 @@ pub struct AotCache {
 }
 
 /// How a module was made ready to run; reported to the shim's log.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Hit,
     Compiled,
 }
 
 impl AotCache {
-    /// Returns the path of the compiled module, compiling it (with its call depth bounded) on a
-    /// miss: a hit costs no re-encoding of the module.
-    pub fn get(&self, module: &[u8]) -> Result<(PathBuf, Outcome)> {
-        let path = self.dir.join(format!("{}.so", cache_key(module)));
-        if path.exists() {
-            // Touch it, so eviction keeps what is in use.
-            let _ = std::fs::File::open(&path).and_then(|f| f.set_modified(SystemTime::now()));
-            return Ok((path, Outcome::Hit));
-        }
+    fn entry(&self, key: &str) -> PathBuf {
+        self.dir.join(entry_name(key))
+    }
+
+    /// The compiled module stored under `key`, if any. Reading it touches it, so eviction keeps
+    /// what is in use.
+    pub fn lookup(&self, key: &str) -> Option<Vec<u8>> {
+        let path = self.entry(key);
+        let mut file = File::open(&path).ok()?;
+        let _ = file.set_modified(SystemTime::now());
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).ok()?;
+        Some(bytes)
+    }
+
+    /// Holds the compile of `key` to one process at a time: the others wait, then find it
+    /// stored. Released when the file is dropped.
+    pub fn lock(&self, key: &str) -> Result<Flock<File>> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
-        let tmp_name = format!(".tmp-{}-{}", std::process::id(), path.file_stem().unwrap().to_string_lossy());
-        let compiler = wasmedge_sdk::Compiler::new(Some(&compiler_config()?)).map_err(|e| anyhow!("{e}"))?;
-        let tmp = compiler
-            .compile_from_bytes(depth::bound(module)?, &tmp_name, &self.dir)
-            .map_err(|e| anyhow!("{e}"))
-            .context("AOT compile")?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("storing {}", path.display()))?;
+        let path = self.dir.join(format!(".{key}.lock"));
+        let file = File::options().create(true).truncate(false).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| e).with_context(|| format!("locking {}", path.display()))
+    }
+
+    /// Stores `compiled` under `key`: written to a temporary file of a unique name, then renamed,
+    /// so a reader never sees half an entry.
+    pub fn store(&self, key: &str, compiled: &[u8]) -> Result<()> {
+        let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&self.dir).with_context(|| format!("creating a file in {}", self.dir.display()))?;
+        tmp.write_all(compiled).context("writing the compiled module")?;
+        // Readable by a container process of any user, which reads its entry once confined.
+        std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+        let path = self.entry(key);
+        tmp.persist(&path).map_err(|e| e.error).with_context(|| format!("storing {}", path.display()))?;
         self.evict();
-        Ok((path, Outcome::Compiled))
+        Ok(())
     }
 
     /// Removes the least recently used entries until the cache fits its bound.
@@ -52,6 +75,7 @@ impl AotCache {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
         let mut files: Vec<(SystemTime, u64, PathBuf)> = entries
             .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter_map(|e| {
                 let meta = e.metadata().ok()?;
                 Some((meta.modified().ok()?, meta.len(), e.path()))
@@ -70,57 +94,46 @@ impl AotCache {
     }
 }
 
-/// `precompile`'s main: compiles each module into the cache (the shim's default one, or
-/// `--aot-dir`), one line per module; exits 1 if any fails.
-pub fn precompile_main(args: &[String]) -> ! {
-    let (dir, modules) = match args {
-        [flag, dir, rest @ ..] if flag == "--aot-dir" => (PathBuf::from(dir), rest),
-        rest => (PathBuf::from(DEFAULT_AOT_DIR), rest),
-    };
-    if modules.is_empty() {
-        eprintln!("usage: {PRECOMPILE_ARG} [--aot-dir DIR] MODULE...");
-        std::process::exit(2);
-    }
-    let cache = AotCache { dir, max_bytes: DEFAULT_AOT_MAX_BYTES };
-    super::vm::quiet_wasmedge_log();
-    let mut failed = false;
-    for module in modules {
-        let start = std::time::Instant::now();
-        let compiled = std::fs::read(module).with_context(|| format!("reading {module}")).and_then(|bytes| cache.get(&bytes));
-        match compiled {
-            Ok((path, outcome)) => println!("{module}: {outcome:?} in {:.0?}: {}", start.elapsed(), path.display()),
-            Err(e) => {
-                eprintln!("{module}: {e:#}");
-                failed = true;
-            }
-        }
-    }
-    std::process::exit(i32::from(failed))
+/// The file name of the entry of `key` in the cache directory.
+pub fn entry_name(key: &str) -> String {
+    format!("{key}.wasm")
+}
+
+/// Compiles `module` (its call depth bounded first) to universal wasm, using `scratch` for
+/// WasmEdge's output file. This parses the module: it runs in the compile sandbox only.
+pub fn compile(module: &[u8], scratch: &Path) -> Result<Vec<u8>> {
+    let compiler = wasmedge_sdk::Compiler::new(Some(&compiler_config()?)).map_err(|e| anyhow!("{e}"))?;
+    let out = compiler
+        .compile_from_bytes(depth::bound(module)?, "module", scratch)
+        .map_err(|e| anyhow!("{e}"))
+        .context("AOT compile")?;
+    std::fs::read(&out).with_context(|| format!("reading {}", out.display()))
 }
 
 fn compiler_config() -> Result<Config> {
-    // Native shared objects load fastest; time limits are enforced outside the engine, so the
-    // code needs no interruption checks and runs at full speed.
+    // Universal wasm loads from memory (see the module's doc); time limits are enforced outside
+    // the engine, so the code needs no interruption checks and runs at full speed.
     let options = CompilerConfigOptions::new()
-        .out_format(CompilerOutputFormat::Native)
+        .out_format(CompilerOutputFormat::Wasm)
         .optimization_level(CompilerOptimizationLevel::O2);
     ConfigBuilder::default().with_compiler_config(options).build().map_err(|e| anyhow!("{e}"))
 }
 
 /// Compiled code is only valid for this module, this WasmEdge, this CPU, these options and this
 /// call-depth bound.
-fn cache_key(module: &[u8]) -> String {
+/// `cpu` is [`cpu_identity`], read while /proc is there.
+pub fn cache_key(module: &[u8], cpu: &str) -> String {
     let mut h = Sha256::new();
     h.update(module);
     h.update(wasmedge_sdk::utils::CoreVersion::version_string());
-    h.update(cpu_identity());
-    h.update(b"native O2");
+    h.update(cpu);
+    h.update(b"universal O2");
     h.update(format!("call depth {}", depth::MAX_DEPTH));
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The CPU model and feature flags, which native code is compiled for.
-fn cpu_identity() -> String {
+pub fn cpu_identity() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     info.lines()
         .filter(|l| l.starts_with("model name") || l.starts_with("flags"))
@@ -135,14 +148,15 @@ mod tests {
 
     #[test]
     fn key_depends_on_the_module() {
-        assert_ne!(cache_key(b"\0asm\x01\0\0\0"), cache_key(b"\0asm\x01\0\0\0\0"));
-        assert_eq!(cache_key(b"abc"), cache_key(b"abc"));
+        assert_ne!(cache_key(b"\0asm\x01\0\0\0", "cpu"), cache_key(b"\0asm\x01\0\0\0\0", "cpu"));
+        assert_eq!(cache_key(b"abc", "cpu"), cache_key(b"abc", "cpu"));
+        assert_ne!(cache_key(b"abc", "cpu"), cache_key(b"abc", "another cpu"));
     }
 
     #[test]
     fn eviction_keeps_the_newest_within_the_bound() {
         let dir = tempfile::tempdir().unwrap();
-        for (i, name) in ["old.so", "mid.so", "new.so"].iter().enumerate() {
+        for (i, name) in ["old.wasm", "mid.wasm", "new.wasm"].iter().enumerate() {
             let path = dir.path().join(name);
             std::fs::write(&path, vec![0u8; 100]).unwrap();
             let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64);
@@ -152,6 +166,6 @@ mod tests {
         let mut left: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         left.sort();
-        assert_eq!(left, vec!["mid.so", "new.so"]);
+        assert_eq!(left, vec!["mid.wasm", "new.wasm"]);
     }
 }

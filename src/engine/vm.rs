@@ -1,5 +1,5 @@
 //! WasmEdge itself: a module loaded (from the AOT cache when it can) and run to its exit code.
-use super::{aot, depth, EngineOptions, ExitCode, Limits, WasiContext};
+use super::{depth, ExitCode, Limits, WasiContext};
 use crate::trace::{self, Span};
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -55,37 +55,28 @@ impl Prepared {
     }
 }
 
-/// Loads a module: from the AOT cache (compiling it on a miss), or in the interpreter when AOT
-/// is off or fails. Invalid modules fail here, before the container is set up.
-pub fn prepare(bytes: &[u8], options: &EngineOptions) -> Result<Prepared, Failure> {
+/// Loads a module: its compiled form from the AOT cache when there is one (`aot` is `hit` or
+/// `compiled`), else in the interpreter (`aot` is `off`, or `failed` when the compile failed).
+/// Invalid modules fail here. Parsing the module starts here: the process must be confined.
+pub fn prepare(module: &[u8], compiled: Option<&[u8]>, aot: &'static str, limits: &Limits) -> Result<Prepared, Failure> {
     quiet_wasmedge_log();
-    if let Some(dir) = &options.aot_dir {
-        let cache = aot::AotCache { dir: dir.clone(), max_bytes: options.aot_max_bytes };
-        match cache.get(bytes) {
-            // Since WasmEdge 0.17 compiled code runs only in AOT mode; other modes ignore it.
-            Ok((path, outcome)) => {
-                let config = config(&options.limits, RunMode::Aot)?;
-                match Module::from_file(Some(&config), &path) {
-                    Ok(module) => {
-                        log::info!("aot cache {outcome:?}: {}", path.display());
-                        let aot = if outcome == aot::Outcome::Hit { "hit" } else { "compiled" };
-                        return Ok(Prepared { module, config, aot });
-                    }
-                    Err(e) => {
-                        log::warn!("cannot load {}, running in the interpreter: {e}", path.display());
-                        let _ = std::fs::remove_file(&path);
-                    }
-                }
+    let mut aot = aot;
+    if let Some(compiled) = compiled {
+        // Since WasmEdge 0.17 compiled code runs only in AOT mode; other modes ignore it.
+        let config = config(limits, RunMode::Aot)?;
+        match Module::from_bytes(Some(&config), compiled) {
+            Ok(module) => return Ok(Prepared { module, config, aot }),
+            Err(e) => {
+                log::warn!("cannot load the compiled module, running in the interpreter: {e}");
+                aot = "failed";
             }
-            // An invalid module fails to compile too: the interpreter's loader says why.
-            Err(e) => log::warn!("AOT compile failed, running in the interpreter: {e:#}"),
         }
     }
-    let config = config(&options.limits, RunMode::Interpreter)?;
+    let config = config(limits, RunMode::Interpreter)?;
     // What the bound cannot parse goes to WasmEdge as it is, whose loader says what is wrong.
-    let bounded = depth::bound(bytes).inspect_err(|e| log::warn!("running the module unbounded: {e:#}"));
-    let module = Module::from_bytes(Some(&config), bounded.as_deref().unwrap_or(bytes)).map_err(load_error)?;
-    Ok(Prepared { module, config, aot: if options.aot_dir.is_some() { "failed" } else { "off" } })
+    let bounded = depth::bound(module).inspect_err(|e| log::warn!("running the module unbounded: {e:#}"));
+    let module = Module::from_bytes(Some(&config), bounded.as_deref().unwrap_or(module)).map_err(load_error)?;
+    Ok(Prepared { module, config, aot })
 }
 
 fn config(limits: &Limits, mode: RunMode) -> Result<Config, Failure> {

@@ -239,6 +239,9 @@ impl Service {
                 if let Some(path) = &launch.cgroup {
                     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
                     cgroup::create(path, resources).map_err(undo)?;
+                    // The container process joins it soon: the wait the kernel makes that
+                    // move pay starts now.
+                    cgroup::warm_up();
                 }
                 trace.add(&req.id, Span::since("prepare", trace.created()).with("kind", "wasm"));
                 let since = Instant::now();
