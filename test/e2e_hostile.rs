@@ -657,7 +657,7 @@ fn a_read_only_volume_makes_its_submounts_read_only() {
 fn mount_destinations_through_symlinks_are_refused() {
     let (host, volume, source) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     std::os::unix::fs::symlink(host.path(), volume.path().join("link")).unwrap();
-    let image_tag = "docker.io/library/hostile-mount-symlinks:test";
+    let image_tag = &HOSTILE_IMAGE.replace("-wasm:", "-mount-symlinks:");
     let host_path = host.path().display().to_string();
     let tar = image_with_layer(image_tag, hostile_module(), &[Entry::Symlink("/evil", &host_path), Entry::Symlink("/evil-rel", "../../../../../../..")]);
     let case = Case::new(&[&tar]);

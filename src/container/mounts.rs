@@ -27,7 +27,11 @@ pub fn build_rootfs(launch: &Launch) -> Result<()> {
     let root_fd = open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .with_context(|| format!("opening rootfs {}", root.display()))?;
     for m in &launch.mounts {
-        let dir = !matches!(m.kind, MountKind::Bind { .. }) || m.source.is_dir();
+        // A file's bind mount goes onto a file.
+        let dir = match m.kind {
+            MountKind::Bind { .. } => m.source.is_dir(),
+            MountKind::Tmpfs { .. } => true,
+        };
         let target = mount_point(&root_fd, &m.destination, dir)?;
         attach(m, &target).with_context(|| format!("mounting {} at {}", m.source.display(), m.destination.display()))?;
     }
