@@ -552,9 +552,49 @@ fn symlinks_in_the_image_to_host_paths_stay_inside_the_container() {
     case.finish();
 }
 
+/// A module that creates `path` (relative) through the root's preopen and exits with the WASI
+/// errno (0 when it worked). wasi-libc would pick the longest matching preopen, this goes past a
+/// mount's own read-only preopen: only the kernel is left to refuse. The root's fd is found by
+/// its name, as WasmEdge numbers preopens in no fixed order.
+fn create_through_the_root(path: &str) -> Vec<u8> {
+    wat(&format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_prestat_get" (func $prestat (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_dir_name" (func $name (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{path}")
+  ;; the first preopen named "/" (prestat at 512, its name's length at 516, the name at 520);
+  ;; no such preopen exits 99
+  (func $root (result i32) (local $fd i32)
+    (local.set $fd (i32.const 3))
+    (loop $next
+      (if (call $prestat (local.get $fd) (i32.const 512)) (then (call $exit (i32.const 99))))
+      (if (i32.eq (i32.load (i32.const 516)) (i32.const 1))
+        (then
+          (drop (call $name (local.get $fd) (i32.const 520) (i32.const 1)))
+          (if (i32.eq (i32.load8_u (i32.const 520)) (i32.const 47)) (then (return (local.get $fd))))))
+      (local.set $fd (i32.add (local.get $fd) (i32.const 1)))
+      (br $next))
+    (unreachable))
+  ;; oflags 1 = creat, rights 64 = fd_write; the new fd goes to address 8
+  (func (export "_start")
+    (call $exit (call $open (call $root) (i32.const 0) (i32.const 16) (i32.const {len})
+      (i32.const 1) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 8)))))"#,
+        len = path.len()
+    ))
+}
+
+/// WASI's errnos as exit codes of [`create_through_the_root`].
+const ERRNO_ROFS: i32 = 69;
+const ERRNO_NOTCAPABLE: i32 = 76;
+
 #[test]
 fn writes_to_read_only_mounts_and_rootfs_fail_and_leave_the_host_alone() {
-    let case = Case::new(&[hostile_image()]);
+    let (tar, creator) = module_image("create-new", &create_through_the_root("new.txt"));
+    let case = Case::new(&[hostile_image(), &tar]);
     let host = tempfile::tempdir().unwrap();
     let mut checks = Checks::default();
     let ro = format!("type=bind,src={},dst=/mnt,options=rbind:ro", host.path().display());
@@ -562,8 +602,17 @@ fn writes_to_read_only_mounts_and_rootfs_fail_and_leave_the_host_alone() {
     checks.failure(&out, 1, "hostile: write /mnt/out.txt: Capabilities insufficient (os error 76)\n");
     assert!(!host.path().join("out.txt").exists(), "the write reached the host");
 
+    // A read-only root is a read-only preopen: WASI refuses before the kernel would, also
+    // through the preopen's fd itself.
     let out = case.run(HOSTILE_IMAGE, &["--read-only"], &["/app.wasm", "write", "/new.txt", "x"]);
-    checks.failure(&out, 1, "hostile: write /new.txt: Read-only file system (os error 69)\n");
+    checks.failure(&out, 1, "hostile: write /new.txt: Capabilities insufficient (os error 76)\n");
+    let out = case.run(&creator, &["--read-only"], &["/app.wasm"]);
+    checks.failure(&out, ERRNO_NOTCAPABLE, "");
+    // The spec's tmpfs (ctr's /run) stays writable under it.
+    let out = case.run(HOSTILE_IMAGE, &["--read-only"], &["/app.wasm", "write", "/run/new.txt", "x"]);
+    if (out.code, out.stdout.as_str()) != (0, "wrote /run/new.txt\n") {
+        checks.0.push(format!("the tmpfs under a read-only root is not writable: {out:#?}"));
+    }
     checks.done();
 
     // The same write to a read-write mount works: the refusals above are the mounts' doing.
@@ -571,6 +620,71 @@ fn writes_to_read_only_mounts_and_rootfs_fail_and_leave_the_host_alone() {
     let out = case.run(HOSTILE_IMAGE, &["--mount", &rw], &["/app.wasm", "write", "/mnt/out.txt", "x"]);
     assert_eq!((out.code, out.stdout.as_str()), (0, "wrote /mnt/out.txt\n"), "{out:#?}");
     assert_eq!(fs::read_to_string(host.path().join("out.txt")).unwrap(), "x");
+    case.finish();
+}
+
+/// `ro` is recursive: a volume's own submounts are read-only in the container too, even to a
+/// module that goes past the volume's read-only preopen.
+#[test]
+fn a_read_only_volume_makes_its_submounts_read_only() {
+    let (tar, creator) = module_image("create-in-submount", &create_through_the_root("mnt/sub/new.txt"));
+    let case = Case::new(&[hostile_image(), &tar]);
+    // On the host: the volume, with a writable directory mounted at its `sub`.
+    let (volume, submount) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let sub = volume.path().join("sub");
+    fs::create_dir(&sub).unwrap();
+    let none: Option<&str> = None;
+    nix::mount::mount(Some(submount.path()), &sub, none, nix::mount::MsFlags::MS_BIND, none).unwrap();
+
+    let mut checks = Checks::default();
+    let ro = format!("type=bind,src={},dst=/mnt,options=rbind:ro", volume.path().display());
+    let out = case.run(HOSTILE_IMAGE, &["--mount", &ro], &["/app.wasm", "write", "/mnt/sub/out.txt", "x"]);
+    checks.failure(&out, 1, "hostile: write /mnt/sub/out.txt: Capabilities insufficient (os error 76)\n");
+    let out = case.run(&creator, &["--mount", &ro], &["/app.wasm"]);
+    checks.failure(&out, ERRNO_ROFS, "");
+    // The control: read-write, the same module creates its file.
+    let rw = format!("type=bind,src={},dst=/mnt,options=rbind:rw", volume.path().display());
+    let out = case.run(&creator, &["--mount", &rw], &["/app.wasm"]);
+    checks.failure(&out, 0, "");
+    let created = fs::read_dir(submount.path()).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>();
+    nix::mount::umount2(&sub, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    checks.done();
+    assert_eq!(created, ["new.txt"], "only the read-write run may create a file in the submount");
+    case.finish();
+}
+
+/// A mount destination through a symlink, of the image or of a volume mounted before it, is
+/// refused: nothing is made or mounted where the symlink points. There is no separate check
+/// to race: the destination is opened component by component, refusing symlinks, and the mount
+/// goes onto that fd; so a co-tenant swapping a directory for a symlink at any time meets this
+/// same refusal, which the cases here hit deterministically.
+#[test]
+fn mount_destinations_through_symlinks_are_refused() {
+    let (host, volume, source) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::os::unix::fs::symlink(host.path(), volume.path().join("link")).unwrap();
+    let image_tag = &HOSTILE_IMAGE.replace("-wasm:", "-mount-symlinks:");
+    let host_path = host.path().display().to_string();
+    let tar = image_with_layer(image_tag, hostile_module(), &[Entry::Symlink("/evil", &host_path), Entry::Symlink("/evil-rel", "../../../../../../..")]);
+    let case = Case::new(&[&tar]);
+    let bind = |dst: &str| format!("type=bind,src={},dst={dst},options=rbind:rw", source.path().display());
+    let first = format!("type=bind,src={},dst=/vol,options=rbind:rw", volume.path().display());
+    let mut checks = Checks::default();
+    for (mounts, dest) in [
+        (vec![bind("/evil/x")], "/evil/x"),
+        (vec![bind("/evil")], "/evil"),
+        (vec![bind("/evil-rel/tmp")], "/evil-rel/tmp"),
+        (vec![first.clone(), bind("/vol/link/x")], "/vol/link/x"),
+    ] {
+        let opts: Vec<&str> = mounts.iter().flat_map(|m| ["--mount", m.as_str()]).collect();
+        let out = case.run(image_tag, &opts, &["/app.wasm", "ls", "/"]);
+        checks.failure(&out, 125, &format!("wasmedge: container setup failed: mount destination {dest} goes through a symlink\n"));
+    }
+    checks.done();
+    assert_eq!(fs::read_dir(host.path()).unwrap().count(), 0, "a mount point was made on the host");
+    assert!(!mount_points().iter().any(|m| m.starts_with(&host_path)), "something is mounted on the host");
+    // The volume itself still mounts, symlink and all.
+    let out = case.run(image_tag, &["--mount", &first], &["/app.wasm", "ls", "/vol"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "link\n"), "{out:#?}");
     case.finish();
 }
 

@@ -7,7 +7,7 @@
 //! (`/proc/PID/ns/*`), takes the container's root (`/proc/PID/root`) as its own, drops to the
 //! exec's user and capabilities and arms the time limit as the init does, and only then reads,
 //! loads and runs the module with its own argv, environment, stdio and exit code.
-use super::launch::{refuse_unsupported_process, MountKind};
+use super::launch::{refuse_unsupported_process, wasi_view};
 use super::{security::Security, spawn, stdio::Stdio, Launch};
 use crate::engine::{EngineOptions, WasiContext};
 use crate::trace::Trace;
@@ -59,7 +59,7 @@ pub struct ExecPlan {
 
 impl ExecPlan {
     /// The exec's args, env, cwd, user, capabilities, rlimits and OOM score come from its OCI
-    /// process; what the module may open (the root and the container's bind mounts), the seccomp
+    /// process; what the module may open (the root and the container's mounts), the seccomp
     /// profile and the engine's limits from the container.
     pub fn new(launch: &Launch, exec_id: &str, pid: i32, process: &oci_spec::runtime::Process) -> Result<ExecPlan> {
         refuse_unsupported_process(process)?;
@@ -67,17 +67,13 @@ impl ExecPlan {
         let Some(entry) = args.first() else { bail!("the exec process has no args: no module to run") };
         let cwd = process.cwd().clone();
         let cwd = if cwd.as_os_str().is_empty() { PathBuf::from("/") } else { cwd };
-        let binds = launch.mounts.iter().filter_map(|m| match m.kind {
-            MountKind::Bind { readonly, .. } => Some((m.destination.to_str().unwrap_or_default(), readonly)),
-            MountKind::Tmpfs { .. } => None,
-        });
         let env = process.env().clone().unwrap_or_default();
         Ok(ExecPlan {
             name: format!("{}/{exec_id}", launch.id),
             pid,
             cgroup: launch.cgroup.clone(),
             entrypoint: cwd.join(entry),
-            wasi: WasiContext::from_process(&args, &env, &cwd.to_string_lossy(), binds),
+            wasi: wasi_view(&args, &env, &cwd, launch.readonly_rootfs, &launch.mounts),
             cwd,
             engine: launch.engine.clone(),
             security: Security::new(process, launch.security.seccomp.clone()),

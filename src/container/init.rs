@@ -5,15 +5,15 @@
 //! reads, loads and runs its module, and exits with its code. Each step is a span for the shim.
 use super::compile::Aot;
 use super::outcome::{finish, load, ProcessError};
-use super::{cgroup, launch::MountKind, report, Launch, LAUNCH_FD};
+use super::{cgroup, mounts, report, Launch, LAUNCH_FD};
 use crate::engine::{self, ExitCode};
 use crate::trace::{self, Span};
-use anyhow::{bail, Context, Result};
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use anyhow::{Context, Result};
+use nix::mount::{umount2, MntFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use std::fs::File;
 use std::os::fd::FromRawFd;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
@@ -31,7 +31,7 @@ fn run() -> Result<ExitCode, ProcessError> {
         .map_err(ProcessError::Setup)?;
     let start = SystemTime::now();
     join_namespaces(&launch).map_err(ProcessError::Setup)?;
-    build_rootfs(&launch).map_err(ProcessError::Setup)?;
+    mounts::build_rootfs(&launch).map_err(ProcessError::Setup)?;
     let aot = Aot::open(&launch.engine).map_err(ProcessError::Setup)?;
     trace::report(Span::since("setup", start));
     let start = SystemTime::now();
@@ -112,72 +112,6 @@ fn join_namespaces(launch: &Launch) -> Result<()> {
     Ok(())
 }
 
-/// Makes the rootfs a mount of its own and mounts the spec's mounts into it. Nothing of this
-/// propagates back to the host.
-fn build_rootfs(launch: &Launch) -> Result<()> {
-    let none: Option<&str> = None;
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).context("making / private")?;
-    let root = &launch.rootfs;
-    mount(Some(root), root, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)
-        .with_context(|| format!("bind-mounting rootfs {}", root.display()))?;
-    for m in &launch.mounts {
-        let target = inside(root, &m.destination)?;
-        let what = || format!("mounting {} at {}", m.source.display(), m.destination.display());
-        match &m.kind {
-            MountKind::Bind { recursive, readonly } => {
-                make_mount_point(&target, m.source.is_dir()).with_context(what)?;
-                let rec = if *recursive { MsFlags::MS_REC } else { MsFlags::empty() };
-                mount(Some(&m.source), &target, none, MsFlags::MS_BIND | rec, none).with_context(what)?;
-                if *readonly {
-                    remount_readonly(&target).with_context(what)?;
-                }
-            }
-            MountKind::Tmpfs { options } => {
-                make_mount_point(&target, true).with_context(what)?;
-                let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-                mount(Some("tmpfs"), &target, Some("tmpfs"), flags, Some(options.as_str())).with_context(what)?;
-            }
-        }
-    }
-    if launch.readonly_rootfs {
-        remount_readonly(root).context("making the rootfs read-only")?;
-    }
-    Ok(())
-}
-
-fn remount_readonly(target: &Path) -> nix::Result<()> {
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-}
-
-/// The host path of `dest` under `root`. Mount points are refused when a component is a
-/// symlink, which the image could point anywhere on the host.
-fn inside(root: &Path, dest: &Path) -> Result<PathBuf> {
-    let mut path = root.to_path_buf();
-    for part in dest.components() {
-        match part {
-            Component::Normal(p) => path.push(p),
-            Component::RootDir | Component::CurDir => {}
-            _ => bail!("mount destination {} leaves the rootfs", dest.display()),
-        }
-        if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
-            bail!("mount destination {} goes through a symlink", dest.display());
-        }
-    }
-    Ok(path)
-}
-
-fn make_mount_point(target: &Path, dir: bool) -> std::io::Result<()> {
-    if dir {
-        std::fs::create_dir_all(target)
-    } else {
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::OpenOptions::new().create(true).append(true).open(target).map(drop)
-    }
-}
-
 /// pivot_root with the old root stacked on the new one, then detached: no path to the host's
 /// filesystem is left in the container.
 fn pivot_into(root: &Path) -> Result<()> {
@@ -186,19 +120,4 @@ fn pivot_into(root: &Path) -> Result<()> {
     umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
     std::env::set_current_dir("/").context("chdir /")?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mount_destinations_stay_inside_the_rootfs() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(inside(dir.path(), Path::new("/data/x")).unwrap(), dir.path().join("data/x"));
-        assert!(inside(dir.path(), Path::new("/../etc")).is_err());
-        std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
-        let err = inside(dir.path(), Path::new("/link/conf")).unwrap_err();
-        assert!(err.to_string().contains("symlink"), "{err}");
-    }
 }

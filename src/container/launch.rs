@@ -10,7 +10,7 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountKind {
-    Bind { recursive: bool, readonly: bool },
+    Bind { recursive: bool },
     Tmpfs { options: String },
 }
 
@@ -20,6 +20,8 @@ pub struct Mount {
     pub source: PathBuf,
     pub destination: PathBuf,
     pub kind: MountKind,
+    /// `ro`: read-only in the kernel (with every submount) and in WASI.
+    pub readonly: bool,
 }
 
 /// A namespace the container process gets: a new one, or the one at `path` (as in a pod).
@@ -69,12 +71,9 @@ impl Launch {
         let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
 
         let mounts = spec.mounts().iter().flatten().filter_map(Self::mount_from_spec).collect::<Vec<_>>();
-        let binds = mounts.iter().filter_map(|m| match m.kind {
-            MountKind::Bind { readonly, .. } => Some((m.destination.to_str().unwrap_or_default(), readonly)),
-            MountKind::Tmpfs { .. } => None,
-        });
+        let readonly_rootfs = root.readonly().unwrap_or(false);
         let env = process.env().clone().unwrap_or_default();
-        let wasi = WasiContext::from_process(&args, &env, &cwd.to_string_lossy(), binds);
+        let wasi = wasi_view(&args, &env, &cwd, readonly_rootfs, &mounts);
 
         let linux = spec.linux().as_ref();
         let namespaces = linux
@@ -97,7 +96,7 @@ impl Launch {
         Ok(Launch {
             id: id.to_string(),
             rootfs,
-            readonly_rootfs: root.readonly().unwrap_or(false),
+            readonly_rootfs,
             entrypoint: cwd.join(entry),
             cwd,
             hostname: spec.hostname().clone(),
@@ -116,7 +115,7 @@ impl Launch {
         let has = |o: &str| options.iter().any(|x| x == o);
         let fs = m.typ().as_deref().unwrap_or("");
         let kind = if has("bind") || has("rbind") || fs == "bind" {
-            MountKind::Bind { recursive: has("rbind"), readonly: has("ro") }
+            MountKind::Bind { recursive: has("rbind") }
         } else if fs == "tmpfs" {
             let data: Vec<&str> = options.iter().map(String::as_str).filter(|o| o.contains('=')).collect();
             MountKind::Tmpfs { options: data.join(",") }
@@ -130,12 +129,20 @@ impl Launch {
             source: m.source().clone().unwrap_or_default(),
             destination: m.destination().clone(),
             kind,
+            readonly: has("ro"),
         })
     }
 
     pub fn new_namespace(&self, kind: &str) -> bool {
         self.namespaces.iter().any(|ns| ns.kind == kind && ns.path.is_none())
     }
+}
+
+/// What a process of the container may open: the root, and each mount at its destination so that
+/// it keeps its read-only flag, as the root does.
+pub fn wasi_view(args: &[String], env: &[String], cwd: &Path, readonly_rootfs: bool, mounts: &[Mount]) -> WasiContext {
+    let mounts = mounts.iter().map(|m| (m.destination.to_str().unwrap_or_default(), m.readonly));
+    WasiContext::from_process(args, env, &cwd.to_string_lossy(), readonly_rootfs, mounts)
 }
 
 /// Refuses what a spec asks of a wasm container that the shim cannot give it, rather than
@@ -239,11 +246,11 @@ mod tests {
         assert_eq!(l.entrypoint, PathBuf::from("/app.wasm"));
         assert_eq!(l.cwd, PathBuf::from("/srv"));
         assert_eq!(l.mounts.len(), 2, "proc is skipped");
-        assert_eq!(l.mounts[0].kind, MountKind::Bind { recursive: true, readonly: true });
-        assert_eq!(l.mounts[1].kind, MountKind::Tmpfs { options: "size=65536k".into() });
+        assert_eq!((&l.mounts[0].kind, l.mounts[0].readonly), (&MountKind::Bind { recursive: true }, true));
+        assert_eq!((&l.mounts[1].kind, l.mounts[1].readonly), (&MountKind::Tmpfs { options: "size=65536k".into() }, false));
         assert_eq!(l.wasi.args, vec!["/app.wasm", "x"]);
-        assert_eq!(l.wasi.preopens.len(), 2, "root and the bind mount");
-        assert!(l.wasi.preopens[1].readonly);
+        let preopens: Vec<_> = l.wasi.preopens.iter().map(|p| (p.guest.to_str().unwrap(), p.readonly)).collect();
+        assert_eq!(preopens, [("/", true), ("/data", true), ("/tmp", false)], "the read-only root, then each mount");
         assert_eq!(l.cgroup.as_deref(), Some("/default/c1"));
     }
 

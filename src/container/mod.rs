@@ -12,6 +12,8 @@ pub mod init;
 pub mod launch;
 pub mod linux;
 #[cfg(feature = "engine")]
+pub mod mounts;
+#[cfg(feature = "engine")]
 pub mod outcome;
 pub mod report;
 pub mod rootfs;
