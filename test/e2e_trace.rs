@@ -97,5 +97,9 @@ fn a_containers_spans_reach_the_otlp_collector_as_one_trace() {
     }
     let load = spans.iter().find(|s| s.name == "load").unwrap();
     assert!(matches!(string_attr(&load.attributes, "aot").as_deref(), Some("hit" | "compiled")), "{load:?}");
+    // Confine, then touch: the module is first read in `load`, which starts only once `confine`
+    // (cgroup, pivot_root, ids, capabilities, seccomp, time limit) has ended.
+    let confine = spans.iter().find(|s| s.name == "confine").unwrap();
+    assert!(load.start_time_unix_nano >= confine.end_time_unix_nano, "the module was loaded before confinement ended: {confine:?} {load:?}");
     containerd.assert_no_leftovers(&id);
 }

@@ -154,6 +154,19 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_entry_is_found_and_readable_by_any_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = AotCache { dir: dir.path().join("aot"), max_bytes: 1 << 20 };
+        assert!(cache.lookup("k").is_none());
+        let _lock = cache.lock("k").unwrap();
+        cache.store("k", b"\0asm compiled").unwrap();
+        assert_eq!(cache.lookup("k").as_deref(), Some(&b"\0asm compiled"[..]));
+        let mode = std::fs::metadata(dir.path().join("aot/k.wasm")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
+
+    #[test]
     fn eviction_keeps_the_newest_within_the_bound() {
         let dir = tempfile::tempdir().unwrap();
         for (i, name) in ["old.wasm", "mid.wasm", "new.wasm"].iter().enumerate() {
