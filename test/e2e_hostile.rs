@@ -15,7 +15,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What the hello module prints without arguments.
 const HELLO: &str = "Hello from WasmEdge!\n";
@@ -328,6 +328,101 @@ fn directory_as_entrypoint_fails_to_load_with_126() {
     assert_failure(&out, 126, "wasmedge: cannot read entrypoint /data: Is a directory (os error 21)\n");
     let out = case.run(HELLO_IMAGE, &["--annotation", WASM_HANDLER], &["/data"]);
     assert_failure(&out, 126, "wasmedge: cannot read entrypoint /data: Is a directory (os error 21)\n");
+    case.finish();
+}
+
+/// The restricted Pod Security Standard: every capability dropped, and a non-root user.
+#[test]
+fn all_capabilities_dropped_with_a_non_root_user_runs() {
+    let case = Case::new(&[]);
+    // ctr's default set, every one dropped (ctr takes no `ALL`).
+    let mut opts = vec!["--user", "1000:1000"];
+    for cap in [
+        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+        "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    ] {
+        opts.extend(["--cap-drop", cap]);
+    }
+    let out = case.run(HELLO_IMAGE, &opts, &[]);
+    assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (0, HELLO, ""), "{out:#?}");
+    case.finish();
+}
+
+/// A module whose AOT compile costs LLVM seconds and much memory: thousands of long functions,
+/// salted so that no cache has it.
+fn compile_bomb() -> Vec<u8> {
+    let salt = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u32;
+    let mut text = String::from("(module (func (export \"_start\"))");
+    for f in 0..1500u32 {
+        text.push_str("(func (param i32) (result i32) local.get 0");
+        for i in 0..400u32 {
+            text.push_str(&format!(" i32.const {} i32.mul i32.const {} i32.xor", salt ^ f ^ i, i));
+        }
+        text.push(')');
+    }
+    text.push(')');
+    wat(&text)
+}
+
+/// The compile of a hostile module stays in its sandbox's bounds (here a second and 64 MiB): it
+/// is killed, the module runs in the interpreter, or with `aot_fallback = "fail"` the container
+/// fails with the reason; nothing of the sandbox is left and the shim serves on.
+#[test]
+fn a_compile_bomb_is_bounded_by_the_compile_sandbox() {
+    let (tar, image) = module_image("compile-bomb", &compile_bomb());
+    let case = Case::new(&[&tar]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("options.toml");
+    let bounds = "compile_memory_bytes = 67108864\ncompile_timeout = \"1s\"\n";
+    fs::write(&file, bounds).unwrap();
+    let out = case.run(&image, &["--runtime-config-path", file.to_str().unwrap()], &["/app.wasm"]);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:#?}");
+    let log = case.containerd.log();
+    assert!(log.contains("AOT compile failed, running in the interpreter: the compile sandbox"), "{log}");
+
+    fs::write(&file, format!("{bounds}aot_fallback = \"fail\"\n")).unwrap();
+    let out = case.run(&image, &["--runtime-config-path", file.to_str().unwrap()], &["/app.wasm"]);
+    assert_eq!(out.code, 126, "{out:#?}");
+    assert!(out.stderr.starts_with("wasmedge: cannot load module: AOT compile failed: the compile sandbox"), "{out:#?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:#?}");
+    // The sandboxes' parent, in the unified hierarchy or in each v1 one: no child is left.
+    let hierarchies = fs::read_dir("/sys/fs/cgroup").unwrap().flatten().map(|e| e.path());
+    for parent in hierarchies.chain([PathBuf::from("/sys/fs/cgroup")]).map(|h| h.join("containerd-shim-wasmedge-compile")).filter(|p| p.is_dir()) {
+        let left: Vec<_> = fs::read_dir(&parent).unwrap().flatten().filter(|e| e.path().is_dir()).map(|e| e.path()).collect();
+        assert!(left.is_empty(), "compile sandbox cgroups are left: {left:?}");
+    }
+    case.finish();
+}
+
+/// Eight containers of one new module start at once: one compiles it, the seven others wait for
+/// its entry and load it, and the cache holds it once with no temporary file left.
+#[test]
+fn concurrent_first_starts_of_one_module_compile_it_once() {
+    let hello = fs::read(hello_wasm()).unwrap();
+    // Salted in its padding: no cache has it.
+    let salt = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos().to_le_bytes();
+    let mut module = with_custom_section(&hello, salt.len());
+    let at = module.len() - salt.len();
+    module[at..].copy_from_slice(&salt);
+    let (tar, image) = module_image("first-starts", &module);
+    let case = Case::new(&[&tar]);
+    let outs: Vec<Out> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..8).map(|_| s.spawn(|| case.run(&image, &[], &["/app.wasm"]))).collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for out in &outs {
+        assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (0, HELLO, ""), "{out:#?}");
+    }
+    let log = case.containerd.log();
+    let loads: Vec<&str> = log.lines().filter(|l| l.contains("span load") && l.contains("bytes=")).collect();
+    let module_len = fs::metadata(scratch_dir().join("hostile-first-starts.wasm")).unwrap().len();
+    let ours: Vec<&&str> = loads.iter().filter(|l| l.contains(&format!("bytes={module_len}\""))).collect();
+    assert_eq!(ours.len(), 8, "{loads:#?}");
+    assert_eq!(ours.iter().filter(|l| l.contains("aot=compiled")).count(), 1, "{ours:#?}");
+    assert_eq!(ours.iter().filter(|l| l.contains("aot=hit")).count(), 7, "{ours:#?}");
+    let aot = Path::new(containerd_shim_wasmedge::engine::DEFAULT_AOT_DIR);
+    let temporary: Vec<_> = fs::read_dir(aot).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-")).collect();
+    assert!(temporary.is_empty(), "temporary files left: {temporary:?}");
     case.finish();
 }
 

@@ -14,7 +14,7 @@
 //! fd 1, both memfds; the helper kills it when its time is up and stores what it wrote.
 use super::cgroup;
 use crate::engine::aot::{self, AotCache, Outcome};
-use crate::engine::{EngineOptions, PRECOMPILE_ARG};
+use crate::engine::{CompileOptions, EngineOptions, PRECOMPILE_ARG};
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{openat, OFlag};
 use nix::mount::{mount, MsFlags};
@@ -32,14 +32,15 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// The sandbox's bounds. A compile that hits one fails, and the module runs in the interpreter.
-const MEMORY_BYTES: i64 = 4 << 30;
-const CPU_SECONDS: u64 = 600;
-const WALL_TIME: Duration = Duration::from_secs(900);
 /// The compiled module is native code plus the module itself: bounded by a multiple of it.
 fn max_output(module: &[u8]) -> u64 {
     64 * module.len() as u64 + (64 << 20)
 }
+/// The compile helper's answers: the entry is stored, by it or by another process; or the reason
+/// it is not follows.
+const HELPER_COMPILED: u8 = 0;
+const HELPER_FOUND: u8 = 1;
+const HELPER_FAILED: u8 = 2;
 /// The largest module the helper takes.
 const MAX_MODULE: u64 = 1 << 30;
 /// Below the container's weight (100 on v2, 1024 shares on v1): compiles yield to running work.
@@ -57,6 +58,8 @@ pub struct Aot {
     dir: File,
     cpu: String,
     helper: Option<(UnixStream, Pid)>,
+    /// Whether a module whose compile failed runs in the interpreter.
+    pub interpret_on_failure: bool,
 }
 
 impl Aot {
@@ -71,13 +74,14 @@ impl Aot {
         match unsafe { fork() }.context("forking the compile helper")? {
             ForkResult::Child => {
                 drop(ours);
-                helper(&cache, theirs)
+                helper(&cache, &options.compile, theirs)
             }
             ForkResult::Parent { child } => {
                 drop(theirs);
                 let mut ready = [0u8];
                 (&ours).read_exact(&mut ready).context("waiting for the compile helper")?;
-                Ok(Some(Aot { dir: dir_file, cpu: aot::cpu_identity(), helper: Some((ours, child)) }))
+                let interpret_on_failure = options.compile.interpret_on_failure;
+                Ok(Some(Aot { dir: dir_file, cpu: aot::cpu_identity(), helper: Some((ours, child)), interpret_on_failure }))
             }
         }
     }
@@ -93,13 +97,17 @@ impl Aot {
         socket.write_all(&(module.len() as u64).to_le_bytes()).and_then(|_| socket.write_all(module)).context("sending the module to the compile helper")?;
         let mut status = [0u8];
         socket.read_exact(&mut status).context("waiting for the compile helper")?;
-        if status[0] != 0 {
-            let mut why = String::new();
-            socket.take(4096).read_to_string(&mut why).context("reading the compile helper's answer")?;
-            bail!("{why}");
-        }
+        let outcome = match status[0] {
+            HELPER_COMPILED => Outcome::Compiled,
+            HELPER_FOUND => Outcome::Hit,
+            _ => {
+                let mut why = String::new();
+                socket.take(4096).read_to_string(&mut why).context("reading the compile helper's answer")?;
+                bail!("{why}");
+            }
+        };
         match self.lookup(&key) {
-            Some(bytes) => Ok((bytes, Outcome::Compiled)),
+            Some(bytes) => Ok((bytes, outcome)),
             None => bail!("the compiled module is not in the cache"),
         }
     }
@@ -123,17 +131,19 @@ impl Drop for Aot {
 }
 
 /// The compile helper: serves one request, then exits.
-fn helper(cache: &AotCache, mut socket: UnixStream) -> ! {
+fn helper(cache: &AotCache, bounds: &CompileOptions, mut socket: UnixStream) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     let ready = unshare(CloneFlags::CLONE_NEWNS).is_ok() && socket.write_all(b"R").is_ok();
     let mut len = [0u8; 8];
     if !ready || socket.read_exact(&mut len).is_err() {
         unsafe { libc::_exit(0) }
     }
-    let result = receive(&mut socket, u64::from_le_bytes(len)).and_then(|module| compiled(cache, &module));
+    let result = receive(&mut socket, u64::from_le_bytes(len)).and_then(|module| compiled(cache, &module, bounds));
     let _ = match result {
-        Ok(_) => socket.write_all(&[0]),
-        Err(e) => socket.write_all(&[1]).and_then(|_| socket.write_all(format!("{e:#}").as_bytes())),
+        Ok((_, Outcome::Compiled)) => socket.write_all(&[HELPER_COMPILED]),
+        // Another process compiled it while this one waited for the lock.
+        Ok((_, Outcome::Hit)) => socket.write_all(&[HELPER_FOUND]),
+        Err(e) => socket.write_all(&[HELPER_FAILED]).and_then(|_| socket.write_all(format!("{e:#}").as_bytes())),
     };
     unsafe { libc::_exit(0) }
 }
@@ -151,7 +161,7 @@ fn receive(socket: &mut UnixStream, len: u64) -> Result<Vec<u8>> {
 
 /// The compiled form of `module` from the cache, compiling it in the sandbox on a miss. One
 /// process compiles a module at a time; the others starting it wait for its entry.
-pub fn compiled(cache: &AotCache, module: &[u8]) -> Result<(Vec<u8>, Outcome)> {
+pub fn compiled(cache: &AotCache, module: &[u8], bounds: &CompileOptions) -> Result<(Vec<u8>, Outcome)> {
     let key = aot::cache_key(module, &aot::cpu_identity());
     if let Some(bytes) = cache.lookup(&key) {
         return Ok((bytes, Outcome::Hit));
@@ -160,7 +170,7 @@ pub fn compiled(cache: &AotCache, module: &[u8]) -> Result<(Vec<u8>, Outcome)> {
     if let Some(bytes) = cache.lookup(&key) {
         return Ok((bytes, Outcome::Hit));
     }
-    let bytes = sandboxed(module)?;
+    let bytes = sandboxed(module, bounds)?;
     if !bytes.starts_with(b"\0asm") {
         bail!("the compile sandbox wrote no wasm module");
     }
@@ -169,14 +179,14 @@ pub fn compiled(cache: &AotCache, module: &[u8]) -> Result<(Vec<u8>, Outcome)> {
 }
 
 /// Compiles `module` in a sandbox process; its error says why the sandbox gave up.
-fn sandboxed(module: &[u8]) -> Result<Vec<u8>> {
+fn sandboxed(module: &[u8], bounds: &CompileOptions) -> Result<Vec<u8>> {
     let input = memfd("module")?;
     let mut writer = File::from(input.try_clone()?);
     writer.write_all(module).and_then(|_| writer.rewind()).context("writing the module for the sandbox")?;
     let output = memfd("compiled")?;
     let cgroup = format!("{CGROUP_PARENT}/{}-{}", std::process::id(), unique());
     let resources = LinuxResourcesBuilder::default()
-        .memory(LinuxMemoryBuilder::default().limit(MEMORY_BYTES).swap(MEMORY_BYTES).build()?)
+        .memory(LinuxMemoryBuilder::default().limit(bounds.memory_bytes as i64).swap(bounds.memory_bytes as i64).build()?)
         .cpu(LinuxCpuBuilder::default().shares(CPU_SHARES).build()?)
         .build()?;
     cgroup::create(&cgroup, Some(&resources))?;
@@ -184,8 +194,8 @@ fn sandboxed(module: &[u8]) -> Result<Vec<u8>> {
     // SAFETY: the child only makes system calls and runs the compiler before it exits; the
     // caller has not started threads that could hold a lock the child needs.
     let outcome = match unsafe { fork() }.context("forking the compile sandbox")? {
-        ForkResult::Child => child(&cgroup, input, output, limit),
-        ForkResult::Parent { child } => wait(child, WALL_TIME),
+        ForkResult::Child => child(&cgroup, input, output, limit, bounds.timeout),
+        ForkResult::Parent { child } => wait(child, bounds.timeout),
     };
     let _ = remove_cgroup(&cgroup);
     let mut out = File::from(output);
@@ -226,13 +236,13 @@ fn wait(child: Pid, limit: Duration) -> Result<i32> {
 }
 
 /// The sandbox: never returns. Exit 0 with the compiled module on `output`, or 1 with the reason.
-fn child(cgroup: &str, input: OwnedFd, output: OwnedFd, limit: u64) -> ! {
+fn child(cgroup: &str, input: OwnedFd, output: OwnedFd, limit: u64, timeout: Duration) -> ! {
     // The input before the output, which may take the input's fd number. Whatever fails after
     // them is reported on the output, never on the caller's stdout.
     if dup_to(input.as_raw_fd(), 0).and_then(|()| dup_to(output.as_raw_fd(), OUTPUT_FD)).is_err() {
         unsafe { libc::_exit(1) }
     }
-    let code = match confine(cgroup, limit).and_then(|()| compile()) {
+    let code = match confine(cgroup, limit, timeout).and_then(|()| compile()) {
         Ok(()) => 0,
         Err(e) => {
             let mut out = unsafe { File::from_raw_fd(OUTPUT_FD) };
@@ -246,7 +256,7 @@ fn child(cgroup: &str, input: OwnedFd, output: OwnedFd, limit: u64) -> ! {
 
 /// Everything of the sandbox before the module is read. fds 1 and 2 become /dev/null (WasmEdge
 /// logs on stdout), and no fd stays open but them, the module (0) and the output (3).
-fn confine(cgroup: &str, limit: u64) -> Result<()> {
+fn confine(cgroup: &str, limit: u64, timeout: Duration) -> Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("tying the sandbox to its caller")?;
     cgroup::join(cgroup)?;
     let null = File::options().write(true).open("/dev/null").context("opening /dev/null")?;
@@ -265,7 +275,9 @@ fn confine(cgroup: &str, limit: u64) -> Result<()> {
         .context("mounting the sandbox's tmpfs")?;
     nix::unistd::chroot(scratch).context("chroot")?;
     std::env::set_current_dir("/").context("chdir /")?;
-    set_rlimit(libc::RLIMIT_CPU, CPU_SECONDS)?;
+    // CPU time on all threads: the wall-clock bound on each CPU.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    set_rlimit(libc::RLIMIT_CPU, timeout.as_secs().max(1) * cpus)?;
     set_rlimit(libc::RLIMIT_FSIZE, limit)?;
     set_rlimit(libc::RLIMIT_NOFILE, 64)?;
     set_rlimit(libc::RLIMIT_CORE, 0)?;
@@ -350,7 +362,8 @@ pub fn precompile_main(args: &[String]) -> ! {
     let mut failed = false;
     for module in modules {
         let start = Instant::now();
-        match std::fs::read(module).with_context(|| format!("reading {module}")).and_then(|bytes| compiled(&cache, &bytes)) {
+        let bounds = CompileOptions::default();
+        match std::fs::read(module).with_context(|| format!("reading {module}")).and_then(|bytes| compiled(&cache, &bytes, &bounds)) {
             Ok((_, outcome)) => println!("{module}: {outcome:?} in {:.0?}", start.elapsed()),
             Err(e) => {
                 eprintln!("{module}: {e:#}");

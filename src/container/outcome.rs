@@ -59,10 +59,11 @@ pub fn load(root: &File, path: &Path, aot: Option<Aot>, limits: &Limits) -> Resu
             Ok((bytes, Outcome::Hit)) => (Some(bytes), "hit"),
             Ok((bytes, Outcome::Compiled)) => (Some(bytes), "compiled"),
             // An invalid module fails to compile too: the interpreter's loader says why.
-            Err(e) => {
+            Err(e) if aot.interpret_on_failure => {
                 log::warn!("AOT compile failed, running in the interpreter: {e:#}");
                 (None, "failed")
             }
+            Err(e) => return Err(ProcessError::Module(Failure::Load(format!("AOT compile failed: {e:#}")))),
         },
     };
     let prepared = engine::prepare(&module, compiled.as_deref(), how, limits).map_err(ProcessError::Module)?;

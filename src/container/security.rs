@@ -1,8 +1,8 @@
 //! What a container's process (its init or an exec) may do once it runs: its user, rlimits,
 //! capabilities, seccomp filter and OOM score, as the OCI spec says. Applied last, after
-//! pivot_root, in this order: rlimits, the capability sets, the user, no_new_privs, seccomp
-//! (which could forbid the calls before it); the OOM score before that, while the host's /proc
-//! is still there.
+//! pivot_root, in this order: rlimits, the bounding set, the user (keeping the permitted set),
+//! the other capability sets, no_new_privs, seccomp (which could forbid the calls before it);
+//! the OOM score before that, while the host's /proc is still there.
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::{
     Capabilities, LinuxCapabilities, LinuxSeccomp, LinuxSeccompAction as Action, LinuxSeccompOperator as Op,
@@ -48,13 +48,22 @@ impl Security {
         }
         // The filter is compiled before anything is dropped, so a bad profile fails cleanly.
         let filter = self.seccomp.as_ref().map(compile_seccomp).transpose().context("seccomp profile")?;
+        // The user changes while the process still may (CAP_SETUID), keeping its permitted set
+        // across the change; the spec's sets come after, so dropping all of them together with
+        // a non-root user (the restricted Pod Security Standard) works.
         if let Some(c) = &self.capabilities {
-            set_capabilities(c).context("setting capabilities")?;
+            drop_bounding(c).context("setting the bounding set")?;
+            nix::sys::prctl::set_keepcaps(true).context("keeping capabilities across the user change")?;
         }
         set_user(&self.user)?;
+        if let Some(c) = &self.capabilities {
+            nix::sys::prctl::set_keepcaps(false).context("clearing keepcaps")?;
+            set_capabilities(c).context("setting capabilities")?;
+        }
         nix::sys::prctl::set_no_new_privs().context("setting no_new_privs")?;
         if let Some(filter) = filter {
-            seccompiler::apply_filter(&filter).context("installing the seccomp filter")?;
+            // On every thread, should the process have any by now.
+            seccompiler::apply_filter_all_threads(&filter).context("installing the seccomp filter")?;
         }
         Ok(())
     }
@@ -99,12 +108,19 @@ fn cap_set(set: &Option<Capabilities>) -> Result<caps::CapsHashSet> {
         .collect()
 }
 
-fn set_capabilities(c: &LinuxCapabilities) -> Result<()> {
+fn drop_bounding(c: &LinuxCapabilities) -> Result<()> {
     use caps::CapSet;
     let bounding = cap_set(c.bounding())?;
     for cap in caps::read(None, CapSet::Bounding)?.difference(&bounding) {
         caps::drop(None, CapSet::Bounding, *cap)?;
     }
+    Ok(())
+}
+
+/// The effective, permitted, inheritable and ambient sets, once the user is set.
+fn set_capabilities(c: &LinuxCapabilities) -> Result<()> {
+    use caps::CapSet;
+    // Effective first: it must stay within the permitted set at each step.
     caps::set(None, CapSet::Effective, &cap_set(c.effective())?)?;
     caps::set(None, CapSet::Permitted, &cap_set(c.permitted())?)?;
     caps::set(None, CapSet::Inheritable, &cap_set(c.inheritable())?)?;

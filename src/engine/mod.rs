@@ -22,6 +22,7 @@ pub use wasi::WasiContext;
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where compiled modules are kept unless the runtime options say otherwise, and their bound.
 pub const DEFAULT_AOT_DIR: &str = "/var/lib/containerd-shim-wasmedge/aot";
@@ -38,12 +39,33 @@ pub struct EngineOptions {
     /// Where compiled modules are kept; `None` runs every module in the interpreter.
     pub aot_dir: Option<PathBuf>,
     pub aot_max_bytes: u64,
+    pub compile: CompileOptions,
     pub limits: Limits,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { aot_dir: Some(DEFAULT_AOT_DIR.into()), aot_max_bytes: DEFAULT_AOT_MAX_BYTES, limits: Limits::default() }
+        EngineOptions {
+            aot_dir: Some(DEFAULT_AOT_DIR.into()),
+            aot_max_bytes: DEFAULT_AOT_MAX_BYTES,
+            compile: CompileOptions::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The compile sandbox's bounds, and what a compile that fails (or hits one) means.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompileOptions {
+    pub memory_bytes: u64,
+    pub timeout: Duration,
+    /// Run the module in the interpreter; otherwise the container fails (exit 126).
+    pub interpret_on_failure: bool,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions { memory_bytes: 4 << 30, timeout: Duration::from_secs(900), interpret_on_failure: true }
     }
 }
 

@@ -7,6 +7,9 @@
 //! aot = true              # compile modules ahead of time and cache them (default true)
 //! aot_dir = "/var/lib/containerd-shim-wasmedge/aot"
 //! aot_max_bytes = 2147483648
+//! compile_memory_bytes = 4294967296  # the compile sandbox's memory bound (default 4 GiB)
+//! compile_timeout = "15m"           # the compile sandbox's wall-clock bound (default 15m)
+//! aot_fallback = "interpreter"      # when a compile fails: "interpreter" (default) or "fail"
 //! SystemdCgroup = true    # cgroupsPath is systemd's slice:prefix:name (runc's option of that name)
 //! ```
 //!
@@ -28,6 +31,9 @@ struct FileOptions {
     aot: Option<bool>,
     aot_dir: Option<PathBuf>,
     aot_max_bytes: Option<u64>,
+    compile_memory_bytes: Option<u64>,
+    compile_timeout: Option<String>,
+    aot_fallback: Option<String>,
     #[serde(rename = "SystemdCgroup")]
     systemd_cgroup: Option<bool>,
 }
@@ -79,6 +85,17 @@ fn parse(text: &str) -> Result<RuntimeOptions> {
         options.aot_dir = Some(dir);
     }
     options.aot_max_bytes = file.aot_max_bytes.unwrap_or(DEFAULT_AOT_MAX_BYTES);
+    if let Some(bytes) = file.compile_memory_bytes {
+        options.compile.memory_bytes = bytes;
+    }
+    if let Some(timeout) = &file.compile_timeout {
+        options.compile.timeout = parse_duration(timeout).context("compile_timeout")?;
+    }
+    options.compile.interpret_on_failure = match file.aot_fallback.as_deref() {
+        None | Some("interpreter") => true,
+        Some("fail") => false,
+        Some(other) => anyhow::bail!("aot_fallback is \"interpreter\" or \"fail\", not {other:?}"),
+    };
     Ok(RuntimeOptions { engine: options, systemd_cgroup: file.systemd_cgroup.unwrap_or(false) })
 }
 
@@ -159,5 +176,16 @@ mod tests {
         assert!(!runtime_options(Some(&any("", "aot = true\n"))).unwrap().systemd_cgroup);
         let err = runtime_options(Some(&any("", "SystemdCgroup = \"yes\"\n"))).unwrap_err();
         assert!(format!("{err:#}").contains("expected a boolean"), "{err:#}");
+    }
+
+    #[test]
+    fn compile_bounds_and_fallback() {
+        let engine = runtime_options(Some(&any("", "compile_memory_bytes = 1000\ncompile_timeout = \"15m\"\naot_fallback = \"fail\"\n"))).unwrap().engine;
+        assert_eq!(engine.compile.memory_bytes, 1000);
+        assert_eq!(engine.compile.timeout, Duration::from_secs(900));
+        assert!(!engine.compile.interpret_on_failure);
+        assert!(runtime_options(Some(&any("", "aot = true\n"))).unwrap().engine.compile.interpret_on_failure);
+        let err = runtime_options(Some(&any("", "aot_fallback = \"maybe\"\n"))).unwrap_err();
+        assert!(format!("{err:#}").contains("aot_fallback"), "{err:#}");
     }
 }
