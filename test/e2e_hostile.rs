@@ -331,6 +331,19 @@ fn directory_as_entrypoint_fails_to_load_with_126() {
     case.finish();
 }
 
+/// A module that names a global it does not have, the index the call-depth counter gets: it is
+/// refused as invalid, not run with a counter it could reset.
+#[test]
+fn a_forged_depth_counter_is_refused() {
+    let (tar, image) = module_image("forged-depth", &wat(r#"(module (func $f (export "_start") i32.const 0 global.set 0 call $f))"#));
+    let case = Case::new(&[&tar]);
+    let out = case.run(&image, &[], &["/app.wasm"]);
+    assert_eq!(out.code, 126, "{out:#?}");
+    assert!(out.stderr.starts_with("wasmedge: cannot load module: "), "{out:#?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:#?}");
+    case.finish();
+}
+
 /// The restricted Pod Security Standard: every capability dropped, and a non-root user.
 #[test]
 fn all_capabilities_dropped_with_a_non_root_user_runs() {

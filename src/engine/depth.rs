@@ -24,6 +24,12 @@ pub const EXPORT: &str = "containerd-shim-wasmedge:call-depth";
 /// `module` with every call to one of its own functions (direct, indirect or by reference)
 /// counted and bounded; calls to imports (WASI) and tail calls, which keep the depth, are not.
 pub fn bound(module: &[u8]) -> Result<Vec<u8>> {
+    // Validated first: in an invalid module, a global index past its own globals would name the
+    // counter once it is added, and the module could reset it.
+    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+        .validate_all(module)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("validating the module")?;
     let mut bounder = Bounder::new(module)?;
     let mut out = Module::new();
     bounder
