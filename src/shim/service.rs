@@ -7,7 +7,7 @@ use super::{
     options,
     task::{Exec, IoPaths, Process, Runtime, Status, Task},
 };
-use crate::container::{cgroup, exec::ExecPlan, launch, linux::Runc, rootfs, spawn, stdio::Stdio, Launch};
+use crate::container::{cgroup, exec::ExecPlan, launch, runc::Runc, rootfs, spawn, stdio::Stdio, Launch};
 use crate::image::detect::Kind;
 use crate::trace::{self, Span, Trace};
 use anyhow::{anyhow, Context};

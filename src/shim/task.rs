@@ -1,7 +1,7 @@
 //! One container as the shim tracks it: its init process (a wasm module run by the shim's own
 //! container process, or a Linux program run by runc) and its exec processes, each created,
 //! running or stopped.
-use crate::container::{cgroup, linux::Runc, rootfs, spawn::PlanSender, stdio::Stdio, Launch};
+use crate::container::{cgroup, runc::Runc, rootfs, spawn::PlanSender, stdio::Stdio, Launch};
 use crate::trace::Trace;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use std::collections::HashMap;
