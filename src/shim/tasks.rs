@@ -403,3 +403,238 @@ fn ended(state: &State) -> Deleted {
     let (status, at) = state.exit.as_ref().map_or((0, timestamp().unwrap_or_default()), |e| (e.status, e.at.clone()));
     Deleted { pid: state.pid.unwrap_or(0) as u32, status, at }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::Launch;
+    use crate::shim::runtime::Runtime;
+    use crate::shim::task::IoPaths;
+    use crate::trace::Trace;
+    use nix::sys::signal::Signal;
+    use std::os::fd::OwnedFd;
+    use std::path::Path;
+    use std::sync::OnceLock;
+
+    /// Events and signals, as they would have gone out.
+    #[derive(Default)]
+    struct FakeHost {
+        events: Mutex<Vec<String>>,
+        /// (pid, through a pidfd, signal)
+        signals: Mutex<Vec<(i32, bool, Signal)>>,
+    }
+
+    impl Host for FakeHost {
+        fn publish(&self, topic: &str, _event: Box<dyn containerd_shim::protos::protobuf::MessageDyn>) {
+            lock(&self.events).push(topic.rsplit('/').next().unwrap_or(topic).to_string());
+        }
+        fn pidfd(&self, _pid: i32) -> Option<OwnedFd> {
+            std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+        }
+        fn signal(&self, pid: i32, pidfd: Option<&OwnedFd>, signal: Signal) -> nix::Result<()> {
+            lock(&self.signals).push((pid, pidfd.is_some(), signal));
+            Ok(())
+        }
+    }
+
+    /// A runtime that spawns nothing: execs get pid 300; with `exit_on_start`, the init exits
+    /// while it is being started.
+    #[derive(Default)]
+    struct FakeRuntime {
+        idle: bool,
+        kills_all: bool,
+        fail_exec: bool,
+        calls: Arc<Mutex<Vec<String>>>,
+        exit_on_start: Arc<OnceLock<Arc<Tasks>>>,
+    }
+
+    impl Runtime for FakeRuntime {
+        fn start(&self, _launch: &Launch) -> anyhow::Result<()> {
+            lock(&self.calls).push("start".into());
+            if let Some(tasks) = self.exit_on_start.get() {
+                tasks.on_exit(INIT_PID, 3);
+            }
+            Ok(())
+        }
+        fn exec(&self, _: &Launch, _: &Trace, _: &Exec, _: i32, _: &Stdio) -> anyhow::Result<i32> {
+            lock(&self.calls).push("exec".into());
+            if self.fail_exec {
+                anyhow::bail!("no such module");
+            }
+            Ok(EXEC_PID)
+        }
+        fn idle_until_started(&self) -> bool {
+            self.idle
+        }
+        fn kill_all(&self, signal: u32) -> Option<anyhow::Result<()>> {
+            self.kills_all.then(|| {
+                lock(&self.calls).push(format!("kill_all {signal}"));
+                Ok(())
+            })
+        }
+        fn pids(&self, init_pid: i32) -> anyhow::Result<Vec<i32>> {
+            Ok(vec![init_pid])
+        }
+        fn cleanup(&self, _launch: &Launch) -> anyhow::Result<()> {
+            lock(&self.calls).push("cleanup".into());
+            Ok(())
+        }
+    }
+
+    const INIT_PID: i32 = 100;
+    const EXEC_PID: i32 = 300;
+
+    fn launch() -> Launch {
+        let spec: oci_spec::runtime::Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["/app.wasm"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "root": {"path": "rootfs"}
+        }))
+        .unwrap();
+        Launch::from_spec("c", Path::new("/b"), &spec, &Default::default(), false).unwrap()
+    }
+
+    /// A created task `c` whose init is pid 100, as Task.Create leaves it.
+    fn created(runtime: FakeRuntime) -> (Arc<FakeHost>, Arc<Tasks>, Arc<Task>) {
+        let host = Arc::new(FakeHost::default());
+        let tasks = Arc::new(Tasks::new("ns", host.clone()));
+        let init = Process::new(IoPaths::default(), None);
+        init.state().hold_exit = true;
+        tasks.record_pid(&init, INIT_PID, Instant::now());
+        let task = Arc::new(Task::new("c", Path::new("/b"), launch(), Box::new(runtime), init, false, Trace::new(SystemTime::now())));
+        assert_eq!(tasks.created(task.clone(), TaskCreate::default()), INIT_PID as u32);
+        (host, tasks, task)
+    }
+
+    fn events(host: &FakeHost) -> Vec<String> {
+        lock(&host.events).clone()
+    }
+
+    fn calls(runtime: &FakeRuntime) -> impl Fn() -> Vec<String> {
+        let calls = runtime.calls.clone();
+        move || lock(&calls).clone()
+    }
+
+    fn add_exec(tasks: &Tasks, task: &Task) -> Arc<Exec> {
+        let stdio = Stdio::open("", "", "").unwrap();
+        tasks.add_exec(task, Exec { id: "e".into(), process: Process::new(IoPaths::default(), Some(stdio)), spec: Vec::new() }).unwrap();
+        task.exec("e").unwrap()
+    }
+
+    #[test]
+    fn create_start_exit_delete() {
+        let runtime = FakeRuntime::default();
+        let calls = calls(&runtime);
+        let (host, tasks, task) = created(runtime);
+        assert_eq!(task.init.state().status(), Status::Created);
+        assert_eq!(tasks.start_init(&task).unwrap(), INIT_PID);
+        assert_eq!(task.init.state().status(), Status::Running);
+        assert!(tasks.delete(&task).is_err(), "a running container is not deleted");
+        tasks.on_exit(INIT_PID, 7);
+        assert_eq!(task.init.wait().status, 7);
+        let deleted = tasks.delete(&task).unwrap();
+        assert_eq!((deleted.pid, deleted.status), (INIT_PID as u32, 7));
+        assert!(tasks.task("c").is_err());
+        assert_eq!(events(&host), ["create", "start", "exit", "delete"]);
+        assert_eq!(calls(), ["start", "cleanup"]);
+    }
+
+    #[test]
+    fn an_exit_during_start_follows_the_start_event() {
+        let runtime = FakeRuntime::default();
+        let exit_on_start = runtime.exit_on_start.clone();
+        let (host, tasks, task) = created(runtime);
+        let _ = exit_on_start.set(tasks.clone());
+        tasks.start_init(&task).unwrap();
+        assert_eq!(task.init.wait().status, 3);
+        assert_eq!(events(&host), ["create", "start", "exit"]);
+        assert!(tasks.start_init(&task).is_err(), "started once");
+    }
+
+    #[test]
+    fn an_exit_before_the_pid_is_recorded_is_claimed() {
+        let host = Arc::new(FakeHost::default());
+        let tasks = Tasks::new("ns", host.clone());
+        let since = Instant::now();
+        tasks.on_exit(INIT_PID, 2);
+        let process = Process::new(IoPaths::default(), None);
+        process.state().hold_exit = true;
+        tasks.record_pid(&process, INIT_PID, since);
+        let state = process.state();
+        assert_eq!(state.held, Some(2));
+        assert!(state.pidfd.is_none(), "the pid may be another process's by now");
+    }
+
+    #[test]
+    fn killing_a_created_idle_init_ends_it_as_the_signal_would() {
+        let (host, tasks, task) = created(FakeRuntime { idle: true, ..Default::default() });
+        tasks.kill(&task, None, Signal::SIGTERM as u32, false).unwrap();
+        assert_eq!(task.init.wait().status, 128 + Signal::SIGTERM as u32);
+        assert_eq!(lock(&host.signals).as_slice(), [(INIT_PID, true, Signal::SIGKILL)]);
+        assert_eq!(events(&host), ["create", "exit"]);
+        // Its reaped exit changes nothing.
+        tasks.on_exit(INIT_PID, 137);
+        assert_eq!(task.init.wait().status, 128 + Signal::SIGTERM as u32);
+        assert!(tasks.kill(&task, None, Signal::SIGTERM as u32, false).is_err(), "already finished");
+    }
+
+    #[test]
+    fn kill_all_signals_execs_through_pidfds_unless_the_runtime_does() {
+        let (host, tasks, task) = created(FakeRuntime::default());
+        tasks.start_init(&task).unwrap();
+        let exec = add_exec(&tasks, &task);
+        assert_eq!(tasks.start_exec(&task, &exec).unwrap(), EXEC_PID);
+        tasks.kill(&task, None, Signal::SIGTERM as u32, true).unwrap();
+        let signals = lock(&host.signals).clone();
+        assert_eq!(signals, [(EXEC_PID, true, Signal::SIGTERM), (INIT_PID, true, Signal::SIGTERM)]);
+
+        let runtime = FakeRuntime { kills_all: true, ..Default::default() };
+        let calls = calls(&runtime);
+        let (host, tasks, task) = created(runtime);
+        tasks.start_init(&task).unwrap();
+        tasks.kill(&task, None, Signal::SIGKILL as u32, true).unwrap();
+        assert!(lock(&host.signals).is_empty());
+        assert_eq!(calls(), ["start", "kill_all 9"]);
+    }
+
+    #[test]
+    fn an_exec_runs_exits_and_is_deleted() {
+        let (host, tasks, task) = created(FakeRuntime::default());
+        tasks.start_init(&task).unwrap();
+        let exec = add_exec(&tasks, &task);
+        assert!(tasks.add_exec(&task, Exec { id: "e".into(), process: Process::new(IoPaths::default(), None), spec: Vec::new() }).is_err());
+        tasks.start_exec(&task, &exec).unwrap();
+        assert!(tasks.delete_exec(&task, "e").is_err(), "still running");
+        tasks.on_exit(EXEC_PID, 4);
+        assert_eq!(exec.process.wait().status, 4);
+        assert_eq!(tasks.delete_exec(&task, "e").unwrap().status, 4);
+        assert!(task.exec("e").is_none());
+        assert_eq!(task.init.state().status(), Status::Running, "the init goes on");
+        assert_eq!(events(&host), ["create", "start", "exec-added", "exec-started", "exit"]);
+    }
+
+    #[test]
+    fn an_exec_that_cannot_start_still_ends() {
+        let (_host, tasks, task) = created(FakeRuntime { fail_exec: true, ..Default::default() });
+        let exec = add_exec(&tasks, &task);
+        assert!(tasks.start_exec(&task, &exec).is_err(), "the container is not running yet");
+        tasks.start_init(&task).unwrap();
+        assert!(tasks.start_exec(&task, &exec).is_err());
+        assert_eq!(exec.process.wait().status, EXEC_START_FAILED);
+    }
+
+    #[test]
+    fn a_panic_holding_a_process_lock_does_not_wedge_exits() {
+        let (host, tasks, task) = created(FakeRuntime::default());
+        tasks.start_init(&task).unwrap();
+        let poisoner = task.clone();
+        let _ = std::thread::spawn(move || {
+            let _state = poisoner.init.state();
+            panic!("poisoning the lock");
+        })
+        .join();
+        tasks.on_exit(INIT_PID, 1);
+        assert_eq!(task.init.wait().status, 1);
+        assert_eq!(events(&host), ["create", "start", "exit"]);
+    }
+}
