@@ -1,6 +1,7 @@
 //! The containerd side: the runtime v2 `start`/`delete` commands and the ttrpc Task service.
 mod classify;
 mod host;
+mod lock;
 mod metrics;
 mod options;
 mod runtime;

@@ -7,7 +7,8 @@ use super::{
     host::Node,
     metrics, options,
     runtime::{self, Runtime, Wasm},
-    task::{lock, Exec, IoPaths, Process, Status, Task},
+    lock::lock,
+    task::{Exec, IoPaths, Process, Status, Task},
     tasks::{internal, rpc_error, Tasks},
 };
 use crate::container::{rootfs, stdio::Stdio, Launch};
@@ -65,8 +66,9 @@ impl Service {
         }
         let mounted = rootfs::mount(&req.rootfs, &launch.rootfs)?;
         let created = Stdio::open(&req.stdin, &req.stdout, &req.stderr).and_then(|stdio| {
+            let kind = container_kind(&spec, &launch, &ContainerdApi { address: &self.address, namespace: &self.namespace });
             let since = Instant::now();
-            let (runtime, pid): (Box<dyn Runtime>, i32) = match container_kind(&spec, &launch, &ContainerdApi { address: &self.address, namespace: &self.namespace }) {
+            let (runtime, pid): (Box<dyn Runtime>, i32) = match kind {
                 Kind::Wasm(why) => {
                     log::info!("{}: wasm container: {why}", req.id);
                     let (wasm, pid) = Wasm::create(&spec, &launch, &stdio, &trace)?;

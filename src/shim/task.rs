@@ -1,5 +1,6 @@
 //! One container as the shim tracks it: its init process (run by its [`Runtime`]) and its exec
 //! processes, each created, running or stopped.
+use super::lock::lock;
 use super::runtime::{Runc, Runtime};
 use crate::container::{cgroup, rootfs, stdio::Stdio, Launch};
 use crate::trace::Trace;
@@ -8,12 +9,6 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-
-/// Locks `mutex` even when a panic poisoned it: the shim's state stays consistent between
-/// statements, and a poisoned lock would otherwise wedge the reaper and every later RPC.
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exit {

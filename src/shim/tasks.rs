@@ -2,7 +2,8 @@
 //! start, exec, kill, exit, delete). Its side effects go through [`Host`] and each task's
 //! [`Runtime`](super::runtime::Runtime), so it is unit-tested with fakes of both.
 use super::host::Host;
-use super::task::{lock, Exec, Process, State, Status, Task};
+use super::lock::lock;
+use super::task::{Exec, Process, State, Status, Task};
 use crate::container::stdio::Stdio;
 use crate::trace::{self, Span};
 use anyhow::Context;
@@ -270,7 +271,7 @@ impl Tasks {
         let spawned = lock(&exec.process.stdio)
             .take()
             .context("stdio of a created exec")
-            .and_then(|stdio: Stdio| task.runtime.exec(&task.launch, &task.trace, exec, init_pid, &stdio));
+            .and_then(|stdio: Stdio| task.runtime.exec(&task.launch, &task.trace, &exec.id, &exec.spec, init_pid, &stdio));
         let pid = match spawned {
             Ok(pid) => pid,
             Err(e) => {
@@ -456,7 +457,7 @@ mod tests {
             }
             Ok(())
         }
-        fn exec(&self, _: &Launch, _: &Trace, _: &Exec, _: i32, _: &Stdio) -> anyhow::Result<i32> {
+        fn exec(&self, _: &Launch, _: &Trace, _: &str, _: &[u8], _: i32, _: &Stdio) -> anyhow::Result<i32> {
             lock(&self.calls).push("exec".into());
             if self.fail_exec {
                 anyhow::bail!("no such module");

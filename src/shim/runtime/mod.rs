@@ -4,7 +4,6 @@
 mod runc;
 mod wasm;
 
-use super::task::Exec;
 use crate::container::{stdio::Stdio, Launch};
 use crate::trace::Trace;
 use anyhow::Result;
@@ -17,8 +16,9 @@ pub trait Runtime: Send + Sync {
     /// Starts the created init (Task.Start).
     fn start(&self, launch: &Launch) -> Result<()>;
 
-    /// Starts `exec` in the running container whose init is `init_pid`; returns its pid.
-    fn exec(&self, launch: &Launch, trace: &Trace, exec: &Exec, init_pid: i32, stdio: &Stdio) -> Result<i32>;
+    /// Starts exec `exec_id` (`spec`: its OCI process, JSON) in the running container whose init
+    /// is `init_pid`; returns its pid.
+    fn exec(&self, launch: &Launch, trace: &Trace, exec_id: &str, spec: &[u8], init_pid: i32, stdio: &Stdio) -> Result<i32>;
 
     /// Whether a created init runs nothing before its start: a signal then ends it as if it had
     /// killed it.

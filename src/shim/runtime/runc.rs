@@ -1,7 +1,6 @@
 //! A Linux container, run by runc (see [`crate::container::runc`]).
 use super::{Runc, Runtime};
 use crate::container::{stdio::Stdio, Launch};
-use crate::shim::task::Exec;
 use crate::trace::{Span, Trace};
 use anyhow::Result;
 use std::path::Path;
@@ -24,8 +23,8 @@ impl Runtime for Runc {
         Runc::start(self)
     }
 
-    fn exec(&self, _launch: &Launch, _trace: &Trace, exec: &Exec, _init_pid: i32, stdio: &Stdio) -> Result<i32> {
-        Runc::exec(self, &exec.id, &exec.spec, stdio)
+    fn exec(&self, _launch: &Launch, _trace: &Trace, exec_id: &str, spec: &[u8], _init_pid: i32, stdio: &Stdio) -> Result<i32> {
+        Runc::exec(self, exec_id, spec, stdio)
     }
 
     fn idle_until_started(&self) -> bool {

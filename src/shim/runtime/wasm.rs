@@ -2,7 +2,7 @@
 //! created at Task.Create and started by sending it its plan.
 use super::Runtime;
 use crate::container::{cgroup, exec::ExecPlan, launch, spawn, spawn::PlanSender, stdio::Stdio, Launch};
-use crate::shim::task::{lock, Exec};
+use crate::shim::lock::lock;
 use crate::trace::{Span, Trace};
 use anyhow::{Context, Result};
 use std::sync::Mutex;
@@ -46,9 +46,9 @@ impl Runtime for Wasm {
         plan.send(launch)
     }
 
-    fn exec(&self, launch: &Launch, trace: &Trace, exec: &Exec, init_pid: i32, stdio: &Stdio) -> Result<i32> {
-        let process: oci_spec::runtime::Process = serde_json::from_slice(&exec.spec).context("malformed exec process")?;
-        let plan = ExecPlan::new(launch, &exec.id, init_pid, &process)?;
+    fn exec(&self, launch: &Launch, trace: &Trace, exec_id: &str, spec: &[u8], init_pid: i32, stdio: &Stdio) -> Result<i32> {
+        let process: oci_spec::runtime::Process = serde_json::from_slice(spec).context("malformed exec process")?;
+        let plan = ExecPlan::new(launch, exec_id, init_pid, &process)?;
         Ok(crate::container::exec::spawn(&plan, stdio, trace)?.as_raw())
     }
 
