@@ -6,7 +6,7 @@ use super::{
     classify::{container_kind, ContainerdApi},
     host::Node,
     metrics, options,
-    runtime::{self, Runtime, Wasm},
+    runtime::{self, Runtime},
     lock::lock,
     task::{Exec, IoPaths, Process, Status, Task},
     tasks::{internal, rpc_error, Tasks},
@@ -71,7 +71,7 @@ impl Service {
             let (runtime, pid): (Box<dyn Runtime>, i32) = match kind {
                 Kind::Wasm(why) => {
                     log::info!("{}: wasm container: {why}", req.id);
-                    let (wasm, pid) = Wasm::create(&spec, &launch, &stdio, &trace)?;
+                    let (wasm, pid) = runtime::create_wasm(&spec, &launch, &stdio, &trace)?;
                     (Box::new(wasm), pid)
                 }
                 Kind::Linux => {

@@ -1,5 +1,5 @@
 //! Who runs a task's processes, the one place where a wasm container and a Linux one differ:
-//! [`Wasm`], the shim's own container processes, or [`Runc`], for a pod's Linux containers
+//! [`wasm::Wasm`], the shim's own container processes, or [`Runc`], for a pod's Linux containers
 //! (the pause container, sidecars). The task state machine sees only [`Runtime`].
 mod runc;
 mod wasm;
@@ -10,7 +10,7 @@ use anyhow::Result;
 
 pub use crate::container::runc::Runc;
 pub use runc::create as create_runc;
-pub use wasm::Wasm;
+pub use wasm::create as create_wasm;
 
 pub trait Runtime: Send + Sync {
     /// Starts the created init (Task.Start).

@@ -13,31 +13,29 @@ pub struct Wasm {
     plan: Mutex<Option<PlanSender>>,
 }
 
-impl Wasm {
-    /// Makes the container's cgroup and clones its process, which waits for its plan; returns
-    /// its pid too.
-    pub fn create(spec: &oci_spec::runtime::Spec, launch: &Launch, stdio: &Stdio, trace: &Trace) -> Result<(Wasm, i32)> {
-        launch::refuse_unsupported(spec)?;
-        if launch.systemd_cgroup && cgroup::systemd_manages_cgroups() {
-            log::warn!("{}: systemd runs this node, but the shim makes cgroup {} itself: no transient unit over D-Bus", launch.id, launch.cgroup.as_deref().unwrap_or_default());
-        }
-        if let Some(path) = &launch.cgroup {
-            let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-            cgroup::create(path, resources)?;
-            // The container process joins it soon: the wait the kernel makes that move pay
-            // starts now.
-            cgroup::warm_up();
-        }
-        trace.add(&launch.id, Span::since("prepare", trace.created()).with("kind", "wasm"));
-        let spawned_at = SystemTime::now();
-        let (pid, plan) = spawn::create(launch, stdio, trace).inspect_err(|_| {
-            if let Some(path) = &launch.cgroup {
-                let _ = cgroup::remove(path);
-            }
-        })?;
-        trace.add(&launch.id, Span::since("spawn", spawned_at));
-        Ok((Wasm { plan: Mutex::new(Some(plan)) }, pid.as_raw()))
+/// Makes the container's cgroup and clones its process, which waits for its plan; returns
+/// its pid too.
+pub fn create(spec: &oci_spec::runtime::Spec, launch: &Launch, stdio: &Stdio, trace: &Trace) -> Result<(Wasm, i32)> {
+    launch::refuse_unsupported(spec)?;
+    if launch.systemd_cgroup && cgroup::systemd_manages_cgroups() {
+        log::warn!("{}: systemd runs this node, but the shim makes cgroup {} itself: no transient unit over D-Bus", launch.id, launch.cgroup.as_deref().unwrap_or_default());
     }
+    if let Some(path) = &launch.cgroup {
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        cgroup::create(path, resources)?;
+        // The container process joins it soon: the wait the kernel makes that move pay
+        // starts now.
+        cgroup::warm_up();
+    }
+    trace.add(&launch.id, Span::since("prepare", trace.created()).with("kind", "wasm"));
+    let spawned_at = SystemTime::now();
+    let (pid, plan) = spawn::create(launch, stdio, trace).inspect_err(|_| {
+        if let Some(path) = &launch.cgroup {
+            let _ = cgroup::remove(path);
+        }
+    })?;
+    trace.add(&launch.id, Span::since("spawn", spawned_at));
+    Ok((Wasm { plan: Mutex::new(Some(plan)) }, pid.as_raw()))
 }
 
 impl Runtime for Wasm {
