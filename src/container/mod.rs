@@ -10,13 +10,13 @@ pub mod exec;
 #[cfg(feature = "engine")]
 pub mod init;
 pub mod launch;
-pub mod linux;
 #[cfg(feature = "engine")]
 pub mod mounts;
 #[cfg(feature = "engine")]
 pub mod outcome;
 pub mod report;
 pub mod rootfs;
+pub mod runc;
 pub mod runner;
 pub mod security;
 pub mod spawn;

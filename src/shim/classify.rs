@@ -13,7 +13,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Component, Path};
 
 /// Where containerd's gRPC API is (the shim's `-address`) and the namespace of the container.
-pub struct Containerd<'a> {
+pub struct ContainerdApi<'a> {
     pub address: &'a str,
     pub namespace: &'a str,
 }
@@ -23,7 +23,7 @@ pub struct Containerd<'a> {
 /// itself. A wasm artifact image has its module as a layer containerd does not unpack: then the
 /// module is read from the content store and written into the rootfs at the entrypoint path, so
 /// the container's init finds it like any other.
-pub fn classify(spec: &Spec, launch: &Launch, containerd: &Containerd) -> Kind {
+pub fn container_kind(spec: &Spec, launch: &Launch, containerd: &ContainerdApi) -> Kind {
     let head = entrypoint_head(launch);
     let annotations = spec.annotations().as_ref();
     let evidence = Evidence {
@@ -63,7 +63,7 @@ pub fn classify(spec: &Spec, launch: &Launch, containerd: &Containerd) -> Kind {
 /// The image's facts from containerd, `None` for a container without an image. The image is the
 /// container's; a Kubernetes container has none of its own, and CRI names it in an annotation.
 fn image_facts(
-    containerd: &Containerd,
+    containerd: &ContainerdApi,
     id: &str,
     annotations: Option<&HashMap<String, String>>,
 ) -> Result<Option<(content::Containerd, ImageFacts)>> {

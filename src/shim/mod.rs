@@ -1,9 +1,14 @@
 //! The containerd side: the runtime v2 `start`/`delete` commands and the ttrpc Task service.
 mod classify;
+mod host;
+mod lock;
+mod metrics;
 mod options;
+mod runtime;
 mod serve;
 mod service;
 mod task;
+mod tasks;
 
 use containerd_shim::{publisher::RemotePublisher, Config, DeleteResponse, Flags, StartOpts};
 use std::io::Write;

@@ -1,12 +1,14 @@
-//! One container as the shim tracks it: its init process (a wasm module run by the shim's own
-//! container process, or a Linux program run by runc) and its exec processes, each created,
-//! running or stopped.
-use crate::container::{cgroup, linux::Runc, rootfs, spawn::PlanSender, stdio::Stdio, Launch};
+//! One container as the shim tracks it: its init process (run by its [`Runtime`]) and its exec
+//! processes, each created, running or stopped.
+use super::lock::lock;
+use super::runtime::{Runc, Runtime};
+use crate::container::{cgroup, rootfs, stdio::Stdio, Launch};
 use crate::trace::Trace;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exit {
@@ -17,6 +19,9 @@ pub struct Exit {
 #[derive(Debug, Default)]
 pub struct State {
     pub pid: Option<i32>,
+    /// Kept from the spawn: the process is signalled through it, never by a pid that may have
+    /// been reaped and reused.
+    pub pidfd: Option<OwnedFd>,
     pub started: bool,
     pub exit: Option<Exit>,
     /// While set, an exit of this process is kept in `held` instead of being published: a
@@ -51,6 +56,12 @@ pub struct IoPaths {
     pub terminal: bool,
 }
 
+impl IoPaths {
+    pub fn new(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> IoPaths {
+        IoPaths { stdin: stdin.to_string(), stdout: stdout.to_string(), stderr: stderr.to_string(), terminal }
+    }
+}
+
 /// One process of a task: its init or one exec.
 pub struct Process {
     pub io: IoPaths,
@@ -66,7 +77,7 @@ impl Process {
     }
 
     pub fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap()
+        lock(&self.state)
     }
 
     pub fn running_pid(&self) -> Option<i32> {
@@ -91,18 +102,9 @@ impl Process {
             if let Some(exit) = &state.exit {
                 return exit.clone();
             }
-            state = self.exited.wait(state).unwrap();
+            state = self.exited.wait(state).unwrap_or_else(PoisonError::into_inner);
         }
     }
-}
-
-/// Who runs a task's processes.
-pub enum Runtime {
-    /// The shim itself: a container process per module (see [`crate::container::spawn`]),
-    /// created at Task.Create and started by sending it its plan.
-    Wasm(Mutex<Option<PlanSender>>),
-    /// runc, for the Linux containers of a pod (pause, sidecars).
-    Linux(Runc),
 }
 
 /// A process started in a running container by `Task.Exec`.
@@ -117,7 +119,7 @@ pub struct Task {
     pub id: String,
     pub bundle: PathBuf,
     pub launch: Launch,
-    pub runtime: Runtime,
+    pub runtime: Box<dyn Runtime>,
     pub init: Process,
     pub execs: Mutex<HashMap<String, Arc<Exec>>>,
     /// Whether the shim mounted the rootfs (and must unmount it).
@@ -129,7 +131,7 @@ pub struct Task {
 }
 
 impl Task {
-    pub fn new(id: &str, bundle: &Path, launch: Launch, runtime: Runtime, init: Process, mounted_rootfs: bool, trace: Trace) -> Task {
+    pub fn new(id: &str, bundle: &Path, launch: Launch, runtime: Box<dyn Runtime>, init: Process, mounted_rootfs: bool, trace: Trace) -> Task {
         Task {
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
@@ -144,25 +146,14 @@ impl Task {
     }
 
     pub fn exec(&self, exec_id: &str) -> Option<Arc<Exec>> {
-        self.execs.lock().unwrap().get(exec_id).cloned()
+        lock(&self.execs).get(exec_id).cloned()
     }
 
-    /// Undoes create: runc's container or the cgroup, and the rootfs mount. Errors are logged:
-    /// delete must go on.
+    /// Undoes create: the runtime's part, and the rootfs mount. Errors are logged: delete must
+    /// go on.
     pub fn cleanup(&self) {
-        match &self.runtime {
-            Runtime::Linux(runc) => {
-                if let Err(e) = runc.delete() {
-                    log::warn!("{}: {e:#}", self.id);
-                }
-            }
-            Runtime::Wasm(_) => {
-                if let Some(path) = &self.launch.cgroup {
-                    if let Err(e) = cgroup::remove(path) {
-                        log::warn!("{}: {e:#}", self.id);
-                    }
-                }
-            }
+        if let Err(e) = self.runtime.cleanup(&self.launch) {
+            log::warn!("{}: {e:#}", self.id);
         }
         if self.mounted_rootfs {
             if let Err(e) = rootfs::unmount(&self.launch.rootfs) {
