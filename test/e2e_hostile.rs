@@ -913,26 +913,11 @@ fn runtime_option_errors_are_one_line() {
 
 const ZYGOTE_SOCKET: &str = "/run/containerd-wasmedge/zygote.sock";
 
-/// The node's zygotes: `containerd-wasmedge-init zygote`.
-fn zygotes() -> Vec<i32> {
-    let is_zygote = |argv: &[String]| {
-        argv.last().is_some_and(|a| a == "zygote") && argv.iter().any(|a| a.ends_with("containerd-wasmedge-init"))
-    };
-    processes().into_iter().filter(|(_, argv)| is_zygote(argv)).map(|(pid, _)| pid).collect()
-}
-
-/// State and parent of a process; `None` once it is gone.
-fn state_and_parent(pid: i32) -> Option<(char, i32)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    Some((fields.next()?.chars().next()?, fields.next()?.parse().ok()?))
-}
-
 fn is_dead(pid: i32) -> bool {
     state_and_parent(pid).is_none_or(|(state, _)| state == 'Z')
 }
 
-/// Asks every zygote to retire (SIGTERM: it gives up its socket), so that the next container
+/// Asks this node's zygotes to retire (SIGTERM: it gives up its socket), so that the next container
 /// starts a fresh one.
 fn retire_zygotes() {
     for pid in zygotes() {
