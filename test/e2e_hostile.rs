@@ -1015,3 +1015,122 @@ fn runtime_option_errors_are_one_line() {
     assert!(out.stderr.starts_with("ctr: failed to create shim task: malformed runtime options: "), "{out:#?}");
     case.finish();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The zygote
+
+const ZYGOTE_SOCKET: &str = "/run/containerd-wasmedge/zygote.sock";
+
+fn is_dead(pid: i32) -> bool {
+    state_and_parent(pid).is_none_or(|(state, _)| state == 'Z')
+}
+
+/// Asks this node's zygotes to retire (SIGTERM: it gives up its socket), so that the next container
+/// starts a fresh one.
+fn retire_zygotes() {
+    for pid in zygotes() {
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    wait_until("the zygotes to give up their socket", Duration::from_secs(30), || !Path::new(ZYGOTE_SOCKET).exists());
+}
+
+/// Starts `sleep 600` in the background as container `id`; returns its pid.
+fn start_sleeper(containerd: &Containerd, id: &str) -> i32 {
+    let out = exec_bounded(&mut containerd.run_command(id, HELLO_IMAGE, &["-d"], &["sleep", "600"]), None, CTR_TIMEOUT);
+    assert_eq!(out.code, 0, "starting {id} failed: {out:#?}");
+    containerd.task(id).expect("the task is not listed").0 as i32
+}
+
+fn remove_container(containerd: &Containerd, id: &str) {
+    containerd.ctr_ok(&["container", "delete", id]);
+}
+
+#[test]
+fn containers_of_a_killed_zygote_are_killed_and_reported_and_a_new_zygote_serves() {
+    const SECRET: &str = "Authorization=Bearer zygote-test-token";
+    let containerd = Containerd::start_with(config_toml, &[("OTEL_EXPORTER_OTLP_HEADERS", SECRET)]);
+    containerd.import(hello_image());
+    retire_zygotes();
+    let ids: Vec<String> = (0..3).map(|_| unique_id("zygote-load")).collect();
+    let pids: Vec<i32> = ids.iter().map(|id| start_sleeper(&containerd, id)).collect();
+    let zygote = state_and_parent(pids[0]).unwrap().1;
+    assert!(zygotes().contains(&zygote), "container {} is no child of a zygote", pids[0]);
+    assert!(pids.iter().all(|&pid| state_and_parent(pid).unwrap().1 == zygote), "the containers have several parents");
+
+    // The shim's environment reaches neither the zygote nor the containers.
+    let environ = |pid: i32| String::from_utf8_lossy(&fs::read(format!("/proc/{pid}/environ")).unwrap()).into_owned();
+    let shim = shim_of(&containerd, &ids[0]).expect("the shim of the first container");
+    assert!(environ(shim).contains(SECRET), "the test's secret did not reach the shim");
+    for pid in [zygote, pids[0]] {
+        assert!(!environ(pid).contains("OTEL_"), "process {pid} got the shim's environment: {}", environ(pid));
+    }
+
+    unsafe { libc::kill(zygote, libc::SIGKILL) };
+    for (id, &pid) in ids.iter().zip(&pids) {
+        wait_until(&format!("container {id} ({pid}) to die"), Duration::from_secs(60), || is_dead(pid));
+        wait_until(&format!("task {id} to stop"), Duration::from_secs(60), || {
+            containerd.task(id).is_some_and(|(_, status)| status == "STOPPED")
+        });
+        assert_eq!(containerd.delete_task(id), 137, "the exit status of {id}");
+        remove_container(&containerd, id);
+    }
+
+    let next = containerd.run(&[], &[]);
+    assert_eq!((next.code, next.stdout.as_str()), (0, HELLO), "the next container does not run: {next:#?}");
+    let id = unique_id("zygote-next");
+    let pid = start_sleeper(&containerd, &id);
+    let parent = state_and_parent(pid).unwrap().1;
+    assert!(parent != zygote && zygotes().contains(&parent), "the next container's parent {parent} is no new zygote");
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", &id]);
+    wait_until("the last container to stop", Duration::from_secs(30), || {
+        containerd.task(&id).is_some_and(|(_, status)| status == "STOPPED")
+    });
+    assert_eq!(containerd.delete_task(&id), 137);
+    remove_container(&containerd, &id);
+}
+
+/// A zygote of another build (played by python) answers the hello with its own build; the shim
+/// must not use it, but replace it with a zygote of its own.
+const OTHER_BUILD_ZYGOTE: &str = r#"
+import json, os, socket, struct, sys
+path = sys.argv[1]
+os.makedirs(os.path.dirname(path), exist_ok=True)
+server = socket.socket(socket.AF_UNIX)
+server.bind(path)
+server.listen()
+print("ready", flush=True)
+held = []
+hello = json.dumps({"protocol": 1, "build": "0.0.0 another-build"}).encode()
+while True:
+    conn, _ = server.accept()
+    conn.sendall(struct.pack("<I", len(hello)) + hello)
+    held.append(conn)
+"#;
+
+#[test]
+fn a_zygote_of_another_build_is_replaced() {
+    let containerd = Containerd::with_hello();
+    retire_zygotes();
+    let mut fake = std::process::Command::new("python3")
+        .args(["-c", OTHER_BUILD_ZYGOTE, ZYGOTE_SOCKET])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(fake.stdout.take().unwrap()), &mut ready).unwrap();
+    assert_eq!(ready, "ready\n");
+    let before = zygotes();
+
+    let id = unique_id("zygote-replaced");
+    let pid = start_sleeper(&containerd, &id);
+    let status = wait_timeout(&mut fake, Duration::from_secs(60));
+    assert_eq!(status.map(code_of), Some(128 + libc::SIGTERM), "the zygote of another build was not asked to go");
+    let parent = state_and_parent(pid).unwrap().1;
+    assert!(zygotes().contains(&parent) && !before.contains(&parent), "container {pid}'s parent {parent} is no new zygote");
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", &id]);
+    wait_until("the container to stop", Duration::from_secs(30), || {
+        containerd.task(&id).is_some_and(|(_, status)| status == "STOPPED")
+    });
+    assert_eq!(containerd.delete_task(&id), 137);
+    remove_container(&containerd, &id);
+}

@@ -372,11 +372,6 @@ fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
     dirs.into_iter().filter(|d| d.is_dir()).collect()
 }
 
-/// The node's zygote: `containerd-wasmedge-init zygote`, maybe through the bundled loader
-/// (`ld-linux-x86-64.so.2 --argv0 containerd-wasmedge-init PATH zygote`).
-fn is_zygote(argv: &[String]) -> bool {
-    argv.last().is_some_and(|a| a == "zygote") && argv.iter().any(|a| a.ends_with("containerd-wasmedge-init"))
-}
 
 /// The processes in mount namespace `namespace` (`mnt:[INODE]`).
 fn in_mount_namespace(namespace: &str) -> Vec<(i32, Vec<String>)> {

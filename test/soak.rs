@@ -69,7 +69,7 @@ impl Residue {
         for (pid, _) in &all {
             let in_soak_cgroup =
                 fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.lines().any(|l| l.contains(&cgroup)));
-            let parent = parent_of(*pid);
+            let parent = state_and_parent(*pid).map_or(0, |(_, parent)| parent);
             let forked_for_us = residue.shims.contains(&parent) || zygotes.contains(&parent);
             if !residue.shims.contains(pid) && (in_soak_cgroup || forked_for_us) {
                 residue.container_processes.push(*pid);
@@ -123,27 +123,6 @@ fn soak_cgroups() -> Vec<PathBuf> {
         .iter()
         .flat_map(|p| list(p).into_iter().filter(|n| n.starts_with(&prefix)).map(move |n| p.join(n)))
         .collect()
-}
-
-/// The node's zygote (`containerd-wasmedge-init zygote`, which forks the container processes and
-/// lingers a while when idle, by design), as far as it is this test's: in its mount namespace.
-fn zygotes() -> Vec<i32> {
-    let ours = fs::read_link("/proc/self/ns/mnt").ok();
-    processes()
-        .into_iter()
-        .filter(|(pid, argv)| {
-            argv.first().is_some_and(|a| a.ends_with("containerd-wasmedge-init"))
-                && argv.get(1).is_some_and(|a| a == "zygote")
-                && fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() == ours
-        })
-        .map(|(pid, _)| pid)
-        .collect()
-}
-
-fn parent_of(pid: i32) -> i32 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command name in parentheses: state, then the parent's pid.
-    stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)?.parse().ok()).unwrap_or(0)
 }
 
 fn fd_count(pid: i32) -> usize {

@@ -54,6 +54,12 @@ impl Runner {
     }
 }
 
+/// The environment of a container process, and of the zygote that forks them: `RUST_LOG` only,
+/// never the shim's own (its OTLP headers may carry tokens).
+pub fn environment() -> Vec<(&'static str, String)> {
+    std::env::var("RUST_LOG").map(|v| ("RUST_LOG", v)).into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! Starts a container process: clone(2) into the new namespaces the spec asks for, then exec this
 //! binary as `init` with the container's stdio on fds 0-2, its launch plan on fd 3 and the pipe
 //! for its log lines on fd 4.
-use super::{report, runner::Runner, stdio::Stdio, zygote, Launch, INIT_ARG, RUNNER_BIN};
+use super::{report, runner::{self, Runner}, stdio::Stdio, zygote, Launch, INIT_ARG, RUNNER_BIN};
 use crate::trace::Trace;
 use anyhow::{Context, Result};
 use nix::fcntl::{fcntl, FcntlArg};
@@ -87,7 +87,7 @@ pub(crate) fn clone_self(
         .chain([arg.into()])
         .map(CString::new)
         .collect::<Result<_, _>>()?;
-    let env: Vec<CString> = std::env::var("RUST_LOG").ok().map(|v| CString::new(format!("RUST_LOG={v}"))).into_iter().collect::<Result<_, _>>()?;
+    let env: Vec<CString> = runner::environment().into_iter().map(|(k, v)| CString::new(format!("{k}={v}"))).collect::<Result<_, _>>()?;
 
     let clone = || -> Result<Pid> {
         let argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();

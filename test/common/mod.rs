@@ -465,6 +465,31 @@ pub fn processes() -> Vec<(i32, Vec<String>)> {
     found
 }
 
+/// The node's zygote: `containerd-wasmedge-init zygote`, maybe through the bundled loader
+/// (`ld-linux-x86-64.so.2 --argv0 containerd-wasmedge-init PATH zygote`).
+pub fn is_zygote(argv: &[String]) -> bool {
+    argv.last().is_some_and(|a| a == "zygote") && argv.iter().any(|a| a.ends_with("containerd-wasmedge-init"))
+}
+
+/// The zygotes of this test's node, which forks the container processes and lingers a while
+/// when idle, by design: those in our mount namespace (another dev root session has its own).
+pub fn zygotes() -> Vec<i32> {
+    let ours = fs::read_link("/proc/self/ns/mnt").ok();
+    processes()
+        .into_iter()
+        .filter(|(pid, argv)| is_zygote(argv) && fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() == ours)
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// State and parent of a process; `None` once it is gone.
+pub fn state_and_parent(pid: i32) -> Option<(char, i32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: state, then the parent's pid.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    Some((fields.next()?.chars().next()?, fields.next()?.parse().ok()?))
+}
+
 /// Mount points of our mount namespace, in mount order.
 pub fn mount_points() -> Vec<String> {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap();

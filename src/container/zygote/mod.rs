@@ -6,18 +6,25 @@
 //! copy-on-write with every other container on the node. Shims reach the zygote on a unix socket;
 //! the first shim that finds none starts it, and it leaves by itself when it has been idle.
 //!
-//! A request carries the runner argument (`init`/`exec`), the namespaces to create or the PID
-//! namespace to enter, and five fds (stdin, stdout, stderr, plan, log pipe) by SCM_RIGHTS. The
-//! zygote answers the container's pid, and, when the container exits (it is the zygote's child),
-//! its exit status; the shim feeds that to the same exit path as its own children's.
-use super::runner::Runner;
-use anyhow::{bail, Context, Result};
+//! Every message is a frame: a little-endian u32 length, then the body, and fds by SCM_RIGHTS.
+//! Only root talks to the zygote, and the zygote only to root (SO_PEERCRED on both ends). On
+//! connect the zygote says [`Hello`]: its protocol version and build. The shim goes on only with
+//! a zygote of its own build; another one is sent SIGTERM, which makes any zygote retire (give
+//! up its socket, serve its containers to their end), and a fresh one is started. A request
+//! carries the runner argument (`init`/`exec`), the namespaces to create or the PID namespace to
+//! enter, and five fds (stdin, stdout, stderr, plan, log pipe). The zygote answers the container's
+//! pid with a pidfd, and, when the container exits (it is the zygote's child), its exit status;
+//! the shim feeds that to the same exit path as its own children's. Should the zygote die first,
+//! the shim kills the container through the pidfd and reports [`LOST_EXIT`].
+use super::runner::{self, Runner};
+use anyhow::{bail, ensure, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::socket::{getsockopt, recvmsg, sendmsg, sockopt, ControlMessage, ControlMessageOwned, MsgFlags};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use std::io::{IoSlice, Read};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,11 +32,31 @@ use std::time::{Duration, Instant};
 /// The first argument that makes the runner the zygote.
 pub const ZYGOTE_ARG: &str = "zygote";
 pub const SOCKET: &str = "/run/containerd-wasmedge/zygote.sock";
+/// Raised whenever a message changes; a zygote of another protocol or build is replaced.
+const PROTOCOL: u32 = 1;
+/// The exit status reported for a container whose zygote died: the shim killed it (SIGKILL).
+pub const LOST_EXIT: i32 = 128 + libc::SIGKILL;
+/// How long either end waits for the other's next message while a container is being started.
+const TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_FRAME: usize = 64 * 1024;
 
 #[cfg(feature = "engine")]
 mod server;
 #[cfg(feature = "engine")]
 pub use server::main;
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Hello {
+    protocol: u32,
+    /// The release and commit of the binary ([`crate::version::BUILD`]).
+    build: String,
+}
+
+impl Hello {
+    fn ours() -> Hello {
+        Hello { protocol: PROTOCOL, build: crate::version::BUILD.into() }
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct Request {
@@ -39,68 +66,197 @@ struct Request {
     pid_ns: Option<String>,
 }
 
+// ---- both sides: frames and peers ----
+
+fn send_frame(conn: &UnixStream, body: &[u8], fds: &[RawFd]) -> Result<()> {
+    let len = (body.len() as u32).to_le_bytes();
+    let iov = [IoSlice::new(&len), IoSlice::new(body)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs = if fds.is_empty() { &[][..] } else { &rights[..] };
+    let sent = sendmsg::<()>(conn.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)?;
+    ensure!(sent == len.len() + body.len(), "a short write ({sent} bytes)");
+    Ok(())
+}
+
+/// One frame and the fds that came with it. A frame is one sendmsg, so it arrives in one piece.
+fn recv_frame(conn: &UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut len = [0u8; 4];
+    let mut body = vec![0u8; MAX_FRAME];
+    let mut space = nix::cmsg_space!([RawFd; 5]);
+    let mut iov = [IoSliceMut::new(&mut len), IoSliceMut::new(&mut body)];
+    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let fds: Vec<OwnedFd> = msg
+        .cmsgs()?
+        .filter_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => Some(fds),
+            _ => None,
+        })
+        .flatten()
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
+    let bytes = msg.bytes;
+    ensure!(bytes > 0, "the connection was closed");
+    let n = u32::from_le_bytes(len) as usize;
+    ensure!(bytes == n + 4, "a malformed frame ({bytes} bytes)");
+    body.truncate(n);
+    Ok((body, fds))
+}
+
+fn send_i32(conn: &UnixStream, value: i32, fds: &[RawFd]) -> Result<()> {
+    send_frame(conn, &value.to_le_bytes(), fds)
+}
+
+fn recv_i32(conn: &UnixStream) -> Result<(i32, Vec<OwnedFd>)> {
+    let (body, fds) = recv_frame(conn)?;
+    let bytes = body.try_into().map_err(|_| anyhow::anyhow!("a malformed number"))?;
+    Ok((i32::from_le_bytes(bytes), fds))
+}
+
+/// The peer's pid, when it runs as root; the socket is root-equivalent, so nobody else may use
+/// it from either end.
+fn root_peer(conn: &UnixStream) -> Result<Pid> {
+    let cred = getsockopt(conn, sockopt::PeerCredentials).context("reading the peer's credentials")?;
+    ensure!(cred.uid() == 0, "the peer (pid {}) runs as uid {}, not root", cred.pid(), cred.uid());
+    Ok(Pid::from_raw(cred.pid()))
+}
+
 // ---- shim side ----
 
 /// Starts a container process through the zygote; `None` when no zygote can be reached (the
 /// caller then executes the runner itself).
 pub fn spawn(arg: &str, fds: [BorrowedFd; 5], flags: CloneFlags, pid_ns: Option<&Path>, runner: &Runner) -> Option<Result<Pid>> {
-    let mut conn = connect(runner)?;
+    let conn = connect(runner, Path::new(SOCKET))?;
     let request = Request { arg: arg.into(), new_namespaces: flags.bits(), pid_ns: pid_ns.map(|p| p.display().to_string()) };
-    Some(send_request(&mut conn, &request, fds).map(|pid| {
+    Some(send_request(&conn, &request, fds).map(|(pid, pidfd)| {
         std::thread::spawn(move || {
-            let code = read_i32(&mut conn).unwrap_or_else(|e| {
-                log::error!("lost the zygote before process {pid} exited: {e}");
-                255
-            });
+            let code = match recv_i32(&conn) {
+                Ok((code, _)) => code,
+                Err(e) => {
+                    log::error!("lost the zygote while process {pid} ran ({e:#}): killing it");
+                    kill_and_wait(&pidfd);
+                    LOST_EXIT
+                }
+            };
             let _ = containerd_shim::monitor::monitor_notify_by_pid(pid.as_raw(), code);
         });
         pid
     }))
 }
 
-fn connect(runner: &Runner) -> Option<UnixStream> {
-    if let Ok(conn) = UnixStream::connect(SOCKET) {
-        return Some(conn);
-    }
-    // Start one (detached: it outlives this shim) and wait for its socket.
-    let started = runner
-        .command([ZYGOTE_ARG])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    if let Err(e) = started {
-        log::warn!("cannot start the zygote {}: {e}", runner.program.display());
-        return None;
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
+/// A connection to a zygote of this build at `socket`, starting one when there is none and
+/// replacing one of another build.
+fn connect(runner: &Runner, socket: &Path) -> Option<UnixStream> {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut started: Option<Instant> = None;
     while Instant::now() < deadline {
-        if let Ok(conn) = UnixStream::connect(SOCKET) {
-            return Some(conn);
+        match UnixStream::connect(socket) {
+            Ok(conn) => match greet(&conn) {
+                Ok(Greeting::Ours) => return Some(conn),
+                Ok(Greeting::Other(pid, what)) => {
+                    log::info!("replacing the zygote {pid}: {what}");
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                }
+                Err(e) => {
+                    log::warn!("not using the zygote at {}: {e:#}", socket.display());
+                    return None;
+                }
+            },
+            // Starting one again after a while covers one that lost the race for the lock to a
+            // zygote that was retiring.
+            Err(_) if started.is_none_or(|at| at.elapsed() > Duration::from_secs(1)) => {
+                let child = runner
+                    .command([ZYGOTE_ARG])
+                    .env_clear()
+                    .envs(runner::environment())
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn();
+                if let Err(e) = child {
+                    log::warn!("cannot start the zygote {}: {e}", runner.program.display());
+                    return None;
+                }
+                started = Some(Instant::now());
+            }
+            Err(_) => {}
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    log::warn!("the zygote did not come up at {SOCKET}");
+    log::warn!("no zygote of this build came up at {}", socket.display());
     None
 }
 
-fn send_request(conn: &mut UnixStream, request: &Request, fds: [BorrowedFd; 5]) -> Result<Pid> {
-    let body = serde_json::to_vec(request)?;
+enum Greeting {
+    Ours,
+    /// A zygote of another protocol or build (or none that says hello): its pid, and why.
+    Other(Pid, String),
+}
+
+fn greet(conn: &UnixStream) -> Result<Greeting> {
+    let pid = root_peer(conn)?;
+    conn.set_read_timeout(Some(TIMEOUT))?;
+    let hello = recv_frame(conn).and_then(|(body, _)| Ok(serde_json::from_slice::<Hello>(&body)?));
+    Ok(match hello {
+        Ok(hello) if hello == Hello::ours() => Greeting::Ours,
+        Ok(hello) => Greeting::Other(pid, format!("it is {hello:?}, this shim is {:?}", Hello::ours())),
+        Err(e) => Greeting::Other(pid, format!("no hello from it: {e:#}")),
+    })
+}
+
+fn send_request(conn: &UnixStream, request: &Request, fds: [BorrowedFd; 5]) -> Result<(Pid, OwnedFd)> {
     let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
-    let len = (body.len() as u32).to_le_bytes();
-    let iov = [IoSlice::new(&len), IoSlice::new(&body)];
-    sendmsg::<()>(conn.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&raw)], MsgFlags::empty(), None)
-        .context("sending the request to the zygote")?;
-    let pid = read_i32(conn).context("reading the pid from the zygote")?;
+    send_frame(conn, &serde_json::to_vec(request)?, &raw).context("sending the request to the zygote")?;
+    let (pid, mut fds) = recv_i32(conn).context("reading the pid from the zygote")?;
     if pid <= 0 {
-        bail!("the zygote could not start the process (errno {})", -pid);
+        bail!("the zygote could not start the process: {}", std::io::Error::from_raw_os_error(-pid));
     }
-    Ok(Pid::from_raw(pid))
+    let pidfd = fds.pop().context("the zygote sent no pidfd")?;
+    // From here on the container may run for ever: only the exit (or the zygote's end) comes.
+    conn.set_read_timeout(None)?;
+    Ok((Pid::from_raw(pid), pidfd))
 }
 
-fn read_i32(conn: &mut UnixStream) -> std::io::Result<i32> {
-    let mut b = [0u8; 4];
-    conn.read_exact(&mut b)?;
-    Ok(i32::from_le_bytes(b))
+/// SIGKILL through the pidfd (the pid may have been reaped and reused; the pidfd cannot be),
+/// then a bounded wait for the process to be gone.
+fn kill_and_wait(pidfd: &OwnedFd) {
+    unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
+    let _ = poll(&mut [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)], PollTimeout::from(10_000u16));
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the shim makes of a zygote that says `hello` (nothing, when `None`) on connect.
+    fn greeting_from(hello: Option<&Hello>) -> Greeting {
+        let (shim, zygote) = UnixStream::pair().unwrap();
+        if let Some(hello) = hello {
+            send_frame(&zygote, &serde_json::to_vec(hello).unwrap(), &[]).unwrap();
+        }
+        drop(zygote);
+        greet(&shim).unwrap()
+    }
+
+    #[test]
+    fn only_a_zygote_of_this_protocol_and_build_is_used() {
+        assert!(matches!(greeting_from(Some(&Hello::ours())), Greeting::Ours));
+        let other_build = Hello { build: "0.0.0 another".into(), ..Hello::ours() };
+        let other_protocol = Hello { protocol: PROTOCOL + 1, ..Hello::ours() };
+        for hello in [Some(&other_build), Some(&other_protocol), None] {
+            assert!(matches!(greeting_from(hello), Greeting::Other(pid, _) if pid == nix::unistd::getpid()), "{hello:?}");
+        }
+    }
+
+    #[test]
+    fn a_frame_carries_its_body_and_fds() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let file = tempfile::tempfile().unwrap();
+        send_i32(&a, -7, &[file.as_raw_fd()]).unwrap();
+        let (value, fds) = recv_i32(&b).unwrap();
+        assert_eq!((value, fds.len()), (-7, 1));
+        send_frame(&a, &[1, 2, 3], &[]).unwrap();
+        assert_eq!(recv_frame(&b).unwrap().0, [1, 2, 3]);
+        drop(a);
+        assert!(recv_frame(&b).is_err(), "a closed connection is no frame");
+    }
+}

@@ -1,27 +1,33 @@
 //! The zygote process itself: it accepts requests and forks container processes that go on as
 //! `init` or `exec` of the same binary, so it exists only in the binary that links WasmEdge.
-use super::{Request, SOCKET};
+//!
+//! Each connection gets a thread for its hello and its request, bounded by [`TIMEOUT`], so a
+//! stuck client holds up no one else. Only the main thread forks: the connection threads take no
+//! lock a child could need (they print nothing; malloc's locks are reset by glibc's fork), and
+//! the main thread alone reaps, so the pidfd it opens right after a fork is the child's.
+use super::{recv_frame, root_peer, send_frame, send_i32, Hello, Request, SOCKET, TIMEOUT};
 use crate::container::{exec, init, INIT_ARG};
-use anyhow::{Context, Result};
-use nix::cmsg_space;
+use anyhow::{ensure, Context, Result};
+use nix::fcntl::{fcntl, FcntlArg, Flock, FlockArg};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{setns, unshare, CloneFlags};
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use std::collections::HashMap;
-use std::io::{IoSliceMut, Write};
+use std::fs::File;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How long the zygote stays without containers before it exits.
 const IDLE: Duration = Duration::from_secs(120);
 
-/// The zygote's loop: one thread, polling its socket and a signalfd for exits.
 pub fn main() -> ! {
     match serve() {
         Ok(()) => std::process::exit(0),
@@ -32,48 +38,130 @@ pub fn main() -> ! {
     }
 }
 
+/// A request a connection thread read, for the main thread to fork.
+struct Pending {
+    conn: UnixStream,
+    request: Request,
+    fds: Vec<OwnedFd>,
+}
+
 fn serve() -> Result<()> {
     let _ = nix::unistd::setsid();
-    let dir = Path::new(SOCKET).parent().unwrap();
-    std::fs::create_dir_all(dir)?;
-    // One zygote per node: the lock decides races between shims starting one at once.
-    let lock = std::fs::File::create(dir.join("zygote.lock"))?;
-    let Ok(_held) = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) else { return Ok(()) };
-    let _ = std::fs::remove_file(SOCKET);
-    let listener = UnixListener::bind(SOCKET).context("binding the zygote socket")?;
-    std::fs::set_permissions(SOCKET, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::create_dir_all(Path::new(SOCKET).parent().unwrap())?;
+    let Some(place) = Place::take()? else { return Ok(()) };
+    let mut place = Some(place);
 
+    // Blocked before any thread exists, so in all of them; the forked children unblock them.
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
+    mask.add(Signal::SIGTERM);
     mask.thread_block()?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-    let own_pid_ns = std::fs::File::open("/proc/self/ns/pid")?;
+    let own_pid_ns = File::open("/proc/self/ns/pid")?;
+    // Connection threads hand their requests over the channel and wake the poll below.
+    let (wake_read, wake_write) = UnixStream::pair()?;
+    wake_read.set_nonblocking(true)?;
+    let (requests, pending) = mpsc::channel::<Option<Pending>>();
+    let mut in_flight = 0usize;
     let mut waiting: HashMap<i32, UnixStream> = HashMap::new();
     let mut idle_since = Instant::now();
     loop {
-        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(wake_read.as_fd(), PollFlags::POLLIN)];
+        if let Some(p) = &place {
+            fds.push(PollFd::new(p.listener.as_fd(), PollFlags::POLLIN));
+        }
         poll(&mut fds, PollTimeout::from(1000u16))?;
-        let (accept, reap) = (fds[0].any().unwrap_or(false), fds[1].any().unwrap_or(false));
-        if accept {
-            if let Ok((mut conn, _)) = listener.accept() {
-                let pid = match handle(&mut conn, &own_pid_ns) {
-                    Ok(pid) => pid.as_raw(),
-                    Err(e) => -(e.raw_os_error().unwrap_or(libc::EIO)),
-                };
-                if conn.write_all(&pid.to_le_bytes()).is_ok() && pid > 0 {
-                    waiting.insert(pid, conn);
+        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+        drop(fds);
+        if ready[0] {
+            while let Some(info) = signals.read_signal()? {
+                if info.ssi_signo == Signal::SIGTERM as u32 {
+                    retire(&mut place);
+                }
+            }
+            reap_children(&mut waiting);
+        }
+        if ready[1] {
+            let _ = (&wake_read).read(&mut [0u8; 64]);
+            for request in pending.try_iter() {
+                in_flight -= 1;
+                if let Some(request) = request {
+                    start(request, &own_pid_ns, &mut waiting);
                 }
             }
         }
-        if reap {
-            while signals.read_signal()?.is_some() {}
-            reap_children(&mut waiting);
+        if let (Some(p), Some(true)) = (&place, ready.get(2)) {
+            if let Ok((conn, _)) = p.listener.accept() {
+                let (requests, mut wake) = (requests.clone(), wake_write.try_clone()?);
+                in_flight += 1;
+                idle_since = Instant::now();
+                std::thread::spawn(move || {
+                    let _ = requests.send(read_request(conn));
+                    let _ = wake.write_all(&[1]);
+                });
+            }
         }
-        if !waiting.is_empty() || accept {
+        // A zygote whose socket path was removed or taken over cannot be reached: it makes way.
+        if place.as_ref().is_some_and(|p| !p.holds_socket()) {
+            retire(&mut place);
+        }
+        if !waiting.is_empty() || in_flight > 0 {
             idle_since = Instant::now();
-        } else if idle_since.elapsed() > IDLE {
-            let _ = std::fs::remove_file(SOCKET);
+        } else if place.is_none() || idle_since.elapsed() > IDLE {
+            retire(&mut place);
             return Ok(());
+        }
+    }
+}
+
+fn retire(place: &mut Option<Place>) {
+    if let Some(place) = place.take() {
+        place.retire();
+    }
+}
+
+/// On a connection's own thread: the hello, then one request.
+fn read_request(conn: UnixStream) -> Option<Pending> {
+    let read = || -> Result<(Request, Vec<OwnedFd>)> {
+        root_peer(&conn)?;
+        conn.set_read_timeout(Some(TIMEOUT))?;
+        conn.set_write_timeout(Some(TIMEOUT))?;
+        send_frame(&conn, &serde_json::to_vec(&Hello::ours())?, &[])?;
+        let (body, fds) = recv_frame(&conn)?;
+        ensure!(fds.len() == 5, "{} fds instead of 5", fds.len());
+        Ok((serde_json::from_slice(&body)?, fds))
+    };
+    match read() {
+        Ok((request, fds)) => Some(Pending { conn, request, fds }),
+        Err(_) => {
+            let _ = send_i32(&conn, -libc::EPROTO, &[]);
+            None
+        }
+    }
+}
+
+/// Forks the process a request asks for and answers its pid with a pidfd; the connection then
+/// waits for the exit.
+fn start(Pending { conn, request, fds }: Pending, own_pid_ns: &File, waiting: &mut HashMap<i32, UnixStream>) {
+    let started = fork_container(&request, fds, own_pid_ns).and_then(|child| {
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
+        if pidfd < 0 {
+            let _ = kill(child, Signal::SIGKILL);
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok((child, unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) }))
+    });
+    match started {
+        Ok((child, pidfd)) => {
+            if send_i32(&conn, child.as_raw(), &[pidfd.as_raw_fd()]).is_ok() {
+                waiting.insert(child.as_raw(), conn);
+            } else {
+                // Nobody would hear of it: the shim that asked gave up.
+                let _ = kill(child, Signal::SIGKILL);
+            }
+        }
+        Err(e) => {
+            let _ = send_i32(&conn, -(e.raw_os_error().unwrap_or(libc::EIO)), &[]);
         }
     }
 }
@@ -86,20 +174,18 @@ fn reap_children(waiting: &mut HashMap<i32, UnixStream>) {
             Ok(WaitStatus::StillAlive) | Err(_) => return,
             Ok(_) => continue,
         };
-        if let Some(mut conn) = waiting.remove(&pid.as_raw()) {
-            let _ = conn.write_all(&code.to_le_bytes());
+        if let Some(conn) = waiting.remove(&pid.as_raw()) {
+            let _ = send_i32(&conn, code, &[]);
         }
     }
 }
 
-/// Reads one request and forks the process it asks for.
-fn handle(conn: &mut UnixStream, own_pid_ns: &std::fs::File) -> std::io::Result<Pid> {
-    let (request, fds) = receive(conn)?;
+fn fork_container(request: &Request, fds: Vec<OwnedFd>, own_pid_ns: &File) -> std::io::Result<Pid> {
     let flags = CloneFlags::from_bits_truncate(request.new_namespaces);
     // A new or a given PID namespace applies to the next child only; the zygote's own is put
     // back right after the fork.
     if let Some(path) = &request.pid_ns {
-        setns(std::fs::File::open(path)?, CloneFlags::CLONE_NEWPID)?;
+        setns(File::open(path)?, CloneFlags::CLONE_NEWPID)?;
     } else if flags.contains(CloneFlags::CLONE_NEWPID) {
         unshare(CloneFlags::CLONE_NEWPID)?;
     }
@@ -111,49 +197,22 @@ fn handle(conn: &mut UnixStream, own_pid_ns: &std::fs::File) -> std::io::Result<
     }
     match forked? {
         ForkResult::Parent { child } => Ok(child),
-        ForkResult::Child => become_container(&request, fds, flags - CloneFlags::CLONE_NEWPID),
+        ForkResult::Child => become_container(request, fds, flags - CloneFlags::CLONE_NEWPID),
     }
-}
-
-fn receive(conn: &mut UnixStream) -> std::io::Result<(Request, Vec<OwnedFd>)> {
-    let mut len = [0u8; 4];
-    let mut body = vec![0u8; 64 * 1024];
-    let mut space = cmsg_space!([RawFd; 5]);
-    let (bytes, fds) = {
-        let mut iov = [IoSliceMut::new(&mut len), IoSliceMut::new(&mut body)];
-        let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
-        let fds: Vec<OwnedFd> = msg
-            .cmsgs()?
-            .filter_map(|c| match c {
-                ControlMessageOwned::ScmRights(fds) => Some(fds),
-                _ => None,
-            })
-            .flatten()
-            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-            .collect();
-        (msg.bytes, fds)
-    };
-    let n = u32::from_le_bytes(len) as usize;
-    if fds.len() != 5 || bytes != n + 4 {
-        return Err(std::io::Error::from_raw_os_error(libc::EPROTO));
-    }
-    let request = serde_json::from_slice(&body[..n]).map_err(|_| std::io::Error::from_raw_os_error(libc::EPROTO))?;
-    Ok((request, fds))
 }
 
 /// In the forked child: the container's namespaces and fds, then the runner's own code, as if
 /// it had been executed.
 fn become_container(request: &Request, fds: Vec<OwnedFd>, flags: CloneFlags) -> ! {
-    // Received fds are numbered above the zygote's own (socket, signalfd...), never 0-4, so
-    // the dup2s below cannot clobber one another.
-    let raw: Vec<RawFd> = fds.into_iter().map(std::os::fd::IntoRawFd::into_raw_fd).collect();
     let setup = || -> nix::Result<()> {
         SigSet::all().thread_unblock()?;
         unshare(flags)?;
-        for (target, fd) in raw.iter().enumerate() {
+        // Moved above 4 first, so that the dup2s onto 0-4 cannot clobber one another.
+        let high: Vec<RawFd> = fds.iter().map(|fd| fcntl(fd, FcntlArg::F_DUPFD(5))).collect::<nix::Result<_>>()?;
+        for (target, fd) in high.iter().enumerate() {
             nix::errno::Errno::result(unsafe { libc::dup2(*fd, target as RawFd) })?;
         }
-        unsafe { libc::syscall(libc::SYS_close_range, raw.len() as u32, u32::MAX, 0) };
+        unsafe { libc::syscall(libc::SYS_close_range, high.len() as u32, u32::MAX, 0) };
         Ok(())
     };
     if let Err(e) = setup() {
@@ -164,5 +223,61 @@ fn become_container(request: &Request, fds: Vec<OwnedFd>, flags: CloneFlags) -> 
         init::main()
     } else {
         exec::main()
+    }
+}
+
+/// The socket and the lock that make this process the node's zygote, while it holds them.
+struct Place {
+    listener: UnixListener,
+    socket: FileId,
+    _lock: Flock<File>,
+    lock: FileId,
+}
+
+/// Device and inode: which file a path names now.
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn lock_path() -> PathBuf {
+    Path::new(SOCKET).with_file_name("zygote.lock")
+}
+
+impl Place {
+    /// The lock and a fresh socket; `None` when another zygote holds the lock (one per node: the
+    /// lock decides races between shims starting one at once).
+    fn take() -> Result<Option<Place>> {
+        loop {
+            let file = File::create(lock_path()).context("creating the zygote lock")?;
+            let Ok(held) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else { return Ok(None) };
+            let meta = held.metadata()?;
+            // A retiring zygote removes its lock file: holding that one is holding nothing.
+            let lock = (meta.dev(), meta.ino());
+            if file_id(&lock_path()) != Some(lock) {
+                continue;
+            }
+            let _ = std::fs::remove_file(SOCKET);
+            let listener = UnixListener::bind(SOCKET).context("binding the zygote socket")?;
+            std::fs::set_permissions(SOCKET, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            let socket = file_id(Path::new(SOCKET)).context("the zygote socket vanished")?;
+            return Ok(Some(Place { listener, socket, _lock: held, lock }));
+        }
+    }
+
+    fn holds_socket(&self) -> bool {
+        file_id(Path::new(SOCKET)) == Some(self.socket)
+    }
+
+    /// Gives up the socket and the lock, so that a fresh zygote can start while this one serves
+    /// the containers it has to their end.
+    fn retire(self) {
+        if self.holds_socket() {
+            let _ = std::fs::remove_file(SOCKET);
+        }
+        if file_id(&lock_path()) == Some(self.lock) {
+            let _ = std::fs::remove_file(lock_path());
+        }
     }
 }
