@@ -94,9 +94,13 @@ impl Aot {
             return Ok((bytes, Outcome::Hit));
         }
         let Some((socket, _)) = &mut self.helper else { bail!("the compile helper is gone") };
+        // The wait is the sandbox's, bounded by its own timeout: the container's time limit
+        // stops while it lasts, so that a short limit does not kill every first compile.
+        let paused = TimerPause::start();
         socket.write_all(&(module.len() as u64).to_le_bytes()).and_then(|_| socket.write_all(module)).context("sending the module to the compile helper")?;
         let mut status = [0u8];
         socket.read_exact(&mut status).context("waiting for the compile helper")?;
+        drop(paused);
         let outcome = match status[0] {
             HELPER_COMPILED => Outcome::Compiled,
             HELPER_FOUND => Outcome::Hit,
@@ -127,6 +131,25 @@ impl Drop for Aot {
             drop(socket);
             let _ = waitpid(pid, None);
         }
+    }
+}
+
+/// The wall-clock timer of the time limit, stopped until this is dropped.
+struct TimerPause(libc::itimerval);
+
+impl TimerPause {
+    fn start() -> TimerPause {
+        let stopped: libc::itimerval = unsafe { std::mem::zeroed() };
+        let mut left: libc::itimerval = unsafe { std::mem::zeroed() };
+        unsafe { libc::setitimer(libc::ITIMER_REAL, &stopped, &mut left) };
+        TimerPause(left)
+    }
+}
+
+impl Drop for TimerPause {
+    fn drop(&mut self) {
+        // A timer that was not running stays stopped.
+        unsafe { libc::setitimer(libc::ITIMER_REAL, &self.0, std::ptr::null_mut()) };
     }
 }
 
@@ -189,6 +212,7 @@ fn sandboxed(module: &[u8], bounds: &CompileOptions) -> Result<Vec<u8>> {
         .memory(LinuxMemoryBuilder::default().limit(bounds.memory_bytes as i64).swap(bounds.memory_bytes as i64).build()?)
         .cpu(LinuxCpuBuilder::default().shares(CPU_SHARES).build()?)
         .build()?;
+    sweep_cgroups();
     cgroup::create(&cgroup, Some(&resources))?;
     let limit = max_output(module);
     // SAFETY: the child only makes system calls and runs the compiler before it exits; the
@@ -339,6 +363,23 @@ fn remove_cgroup(path: &str) -> Result<()> {
         std::thread::sleep(Duration::from_millis(10));
     }
     cgroup::remove(path)
+}
+
+/// Removes the cgroups of sandboxes whose helper was killed with its container before it could:
+/// a cgroup that still holds a process (a compile under way) refuses removal and stays.
+fn sweep_cgroups() {
+    let hierarchies = std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path());
+    let parents = hierarchies.chain([PathBuf::from("/sys/fs/cgroup")]).map(|h| h.join(CGROUP_PARENT.trim_start_matches('/')));
+    let mut stale: Vec<String> = parents
+        .flat_map(|p| std::fs::read_dir(p).into_iter().flatten().flatten())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    stale.sort();
+    stale.dedup();
+    for name in stale {
+        let _ = cgroup::remove(&format!("{CGROUP_PARENT}/{name}"));
+    }
 }
 
 /// A name no other compile of this process has: pids repeat across PID namespaces.
