@@ -15,7 +15,7 @@ DIST_NAME := containerd-shim-wasmedge-$(VERSION)-x86_64-linux
 DIST_TARBALL := dist/$(DIST_NAME).tar.gz
 
 .PHONY: all build dist test demo bench devroot toolchain toolchains clean install uninstall e2e-docker e2e-k8s soak fuzz \
-  nodes test-nodes
+  nodes test-nodes demo-sandbox soak-sandbox
 
 all: build
 
@@ -23,9 +23,11 @@ devroot:
 	devroot/create.sh
 
 # The node roots of test/e2e_nodes.rs (test/nodes/create.sh): Debian bookworm, trixie and sid with
-# only their own containerd and runc (trixie also Docker), rebuilt when their recipe changes.
+# only their own containerd and runc (trixie also Docker), and bookworm with systemd to boot
+# (test/nodes/create-systemd.sh), rebuilt when their recipe changes.
 nodes:
 	test/nodes/create.sh
+	test/nodes/create-systemd.sh
 
 # The wasm target lives in ~/.rustup, which the dev root shares with the host.
 toolchain:
@@ -40,7 +42,8 @@ build:
 toolchains: toolchain build
 	target/release/wasmedge-image toolchains $(LANGS)
 
-# The release tarball (deploy/dist.sh): static shim and wasmedge-image, the runner with its libraries.
+# The release tarball (deploy/dist.sh): static shim, wasmedge-image and wasmedge-sandbox (with its
+# systemd unit), the runner with its libraries.
 dist: toolchain
 	deploy/dist.sh
 
@@ -57,6 +60,17 @@ test-nodes: toolchain dist $(NODE_ROOTS)
 
 demo: toolchain build
 	test/demo.sh
+
+# The execute service (wasmedge-sandbox) on a private containerd: a Python and a JavaScript
+# snippet with curl.
+demo-sandbox: toolchain build
+	target/release/wasmedge-image toolchains python javascript
+	test/demo-sandbox.sh
+
+# The execute service's leak test, longer: 20000 executions from 8 clients, then nothing may be
+# left and the service's RSS flat (make test runs 2000, about a minute).
+soak-sandbox: toolchain
+	SANDBOX_SOAK=20000 $(TEST) --test e2e_sandbox -- --test-threads=1 many_concurrent_executions
 
 # The Docker and Kubernetes (CRI) doors alone; `make test` runs them too.
 e2e-docker e2e-k8s: toolchain
@@ -78,7 +92,7 @@ fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 else
-build dist test demo e2e-docker e2e-k8s test-nodes: devroot toolchain
+build dist test demo demo-sandbox soak-sandbox e2e-docker e2e-k8s test-nodes: devroot toolchain
 	devroot/enter.sh $(MAKE) $@ FEATURES="$(FEATURES)"
 # The node roots are made on the host, before entering the dev root (debootstrap).
 test test-nodes: nodes
@@ -96,12 +110,13 @@ fuzz: devroot
 endif
 
 # Installs the release tarball on this machine with its install.sh, as a node would
-# (`--prefix`, `--bindir`, `--config` from PREFIX, BINDIR, CONTAINERD_CONFIG; idempotent; the
-# config is backed up). The tarball runs on any x86_64 Linux. Restart containerd afterwards.
+# (`--prefix`, `--bindir`, `--config`, `--unitdir` from PREFIX, BINDIR, CONTAINERD_CONFIG,
+# UNITDIR: the binaries, wasmedge-sandbox's systemd unit; idempotent; the config is backed up). The tarball runs on any x86_64 Linux. Restart containerd afterwards.
 PREFIX ?= /opt/containerd-shim-wasmedge
 BINDIR ?= /usr/local/bin
 CONTAINERD_CONFIG ?= /etc/containerd/config.toml
-INSTALL_ARGS = --prefix $(PREFIX) --bindir $(BINDIR) --config $(CONTAINERD_CONFIG)
+UNITDIR ?= /etc/systemd/system
+INSTALL_ARGS = --prefix $(PREFIX) --bindir $(BINDIR) --config $(CONTAINERD_CONFIG) --unitdir $(UNITDIR)
 
 install: dist
 	rm -rf dist/.unpacked && mkdir -p dist/.unpacked

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make dist`: the release tarball, dist/containerd-shim-wasmedge-VERSION-x86_64-linux.tar.gz and
 # its .sha256. It needs nothing of a node but the Linux kernel:
-# - the shim and wasmedge-image are static musl binaries (they do not link WasmEdge);
+# - the shim, wasmedge-image and the execute service wasmedge-sandbox are static musl binaries
+#   (they do not link WasmEdge); the service's systemd unit is in share/systemd/;
 # - containerd-wasmedge-init links WasmEdge: it travels with libwasmedge and every library it
 #   loads, glibc and its dynamic loader included, from the Debian root it was built in. Its ELF
 #   interpreter is the bundled loader at the default prefix, its RPATH `$ORIGIN/../lib`; the shim
@@ -19,17 +20,21 @@ cargo=${CARGO:-cargo}
 features=${DIST_FEATURES:-otlp}
 
 rustup target list --installed | grep -qx $musl || rustup target add $musl
+# ring (TLS of wasmedge-image's registry client) compiles C for musl: clang does that, gcc needs musl-gcc.
+export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-clang}
 $cargo build --release --features "$features" --bin containerd-wasmedge-init
 # The static binaries report the WasmEdge the runner loads.
 WASMEDGE_VERSION=$(target/release/containerd-wasmedge-init --version | sed -n 's/^WasmEdge: //p')
 export WASMEDGE_VERSION
 $cargo build --release --target $musl --no-default-features --features "$features" \
   --bin containerd-shim-wasmedge-v1 --bin wasmedge-image
+# Apart, so that the service's feature does not change the shim's build.
+$cargo build --release --target $musl --no-default-features --features "$features sandbox" --bin wasmedge-sandbox
 
 stage=dist/$name
 rm -rf "$stage" "dist/$name.tar.gz" "dist/$name.tar.gz.sha256"
-mkdir -p "$stage/bin" "$stage/lib" "$stage/share/doc"
-for b in containerd-shim-wasmedge-v1 wasmedge-image; do
+mkdir -p "$stage/bin" "$stage/lib" "$stage/share/doc" "$stage/share/systemd"
+for b in containerd-shim-wasmedge-v1 wasmedge-image wasmedge-sandbox; do
   install -m 755 "target/$musl/release/$b" "$stage/bin/$b"
 done
 runner=$stage/bin/containerd-wasmedge-init
@@ -54,17 +59,20 @@ patchelf --set-interpreter "$prefix/lib/ld-linux-x86-64.so.2" --force-rpath --se
 # What the binaries say of themselves, and the install script.
 "$stage/bin/containerd-shim-wasmedge-v1" --version >"$stage/VERSION"
 install -m 755 deploy/install.sh "$stage/install.sh"
+install -m 644 deploy/wasmedge-sandbox.service "$stage/share/systemd/wasmedge-sandbox.service"
 cat >"$stage/README.md" <<EOF
 # containerd-shim-wasmedge $version (x86_64 Linux)
 
     sudo ./install.sh            # files in $prefix, binaries linked into /usr/local/bin,
-                                 # runtime handler 'wasmedge' added to /etc/containerd/config.toml
+                                 # runtime handler 'wasmedge' added to /etc/containerd/config.toml,
+                                 # the execute service's unit to /etc/systemd/system (not enabled)
     sudo systemctl restart containerd
     sudo ./install.sh --uninstall
 
-\`./install.sh --help\` lists the options (--prefix, --bindir, --config). bin/ holds the shim and
-wasmedge-image (static) and containerd-wasmedge-init, which runs containers with the WasmEdge,
-glibc and libraries in lib/ (their licences are in share/doc/).
+\`./install.sh --help\` lists the options (--prefix, --bindir, --config, --unitdir). bin/ holds the
+shim, wasmedge-image and the execute service wasmedge-sandbox (static) and
+containerd-wasmedge-init, which runs containers with the WasmEdge, glibc and libraries in lib/
+(their licences are in share/doc/).
 EOF
 
 # Reproducible bytes: fixed order, owners and times.

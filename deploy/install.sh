@@ -1,12 +1,13 @@
 #!/bin/sh
 # Installs containerd-shim-wasmedge from an unpacked release tarball (this script's directory):
-# the files under PREFIX, the binaries linked into BINDIR, and the `wasmedge` runtime handler in
-# containerd's config. The one install path: `make install` and the node installer run it too.
+# the files under PREFIX, the binaries linked into BINDIR, the `wasmedge` runtime handler in
+# containerd's config, and the execute service's systemd unit in UNITDIR (not enabled: it needs
+# its API keys first). The one install path: `make install` and the node installer run it too.
 #
-#   ./install.sh [--prefix DIR] [--bindir DIR] [--config FILE] [--uninstall]
+#   ./install.sh [--prefix DIR] [--bindir DIR] [--config FILE] [--unitdir DIR] [--uninstall]
 #
 # Defaults: --prefix /opt/containerd-shim-wasmedge, --bindir /usr/local/bin,
-# --config /etc/containerd/config.toml. Idempotent. The config is backed up
+# --config /etc/containerd/config.toml, --unitdir /etc/systemd/system. Idempotent. The config is backed up
 # (FILE.bak-wasmedge-TIMESTAMP) whenever it changes. Its format follows the file's own `version`
 # line, or for a new file the installed containerd: version 2 for 1.6/1.7, version 3 for 2.x.
 # containerd reads its config at start only: restart it afterwards.
@@ -17,20 +18,23 @@ here=$(cd "$(dirname "$0")" && pwd)
 prefix=/opt/containerd-shim-wasmedge
 bindir=/usr/local/bin
 config=/etc/containerd/config.toml
+unitdir=/etc/systemd/system
+unit=wasmedge-sandbox.service
 action=install
 handler=wasmedge
-binaries="containerd-shim-wasmedge-v1 containerd-wasmedge-init wasmedge-image"
+binaries="containerd-shim-wasmedge-v1 containerd-wasmedge-init wasmedge-image wasmedge-sandbox"
 begin="# BEGIN containerd-shim-wasmedge"
 end="# END containerd-shim-wasmedge"
 
 die() { echo "install.sh: $*" >&2; exit 1; }
-usage() { echo "usage: $0 [--prefix DIR] [--bindir DIR] [--config FILE] [--uninstall]" >&2; exit 2; }
+usage() { echo "usage: $0 [--prefix DIR] [--bindir DIR] [--config FILE] [--unitdir DIR] [--uninstall]" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) [ $# -ge 2 ] || usage; prefix=$2; shift 2 ;;
     --bindir) [ $# -ge 2 ] || usage; bindir=$2; shift 2 ;;
     --config) [ $# -ge 2 ] || usage; config=$2; shift 2 ;;
+    --unitdir) [ $# -ge 2 ] || usage; unitdir=$2; shift 2 ;;
     --uninstall) action=uninstall; shift ;;
     -h|--help) usage ;;
     *) echo "install.sh: unknown argument: $1" >&2; usage ;;
@@ -38,6 +42,7 @@ while [ $# -gt 0 ]; do
 done
 case "$prefix" in /*) ;; *) die "--prefix must be an absolute path, got $prefix" ;; esac
 case "$bindir" in /*) ;; *) die "--bindir must be an absolute path, got $bindir" ;; esac
+case "$unitdir" in /*) ;; *) die "--unitdir must be an absolute path, got $unitdir" ;; esac
 
 [ "$(id -u)" = 0 ] || die "must run as root (it writes $prefix, $bindir and $config)"
 arch=$(uname -m)
@@ -167,8 +172,8 @@ copy_files() {
   rm -rf "$staging"
   mkdir "$staging"
   cp -a "$here/bin" "$here/lib" "$here/install.sh" "$staging/"
-  for f in VERSION README.md; do [ -e "$here/$f" ] && cp -a "$here/$f" "$staging/"; done
-  for f in bin lib install.sh VERSION README.md; do
+  for f in VERSION README.md share; do [ -e "$here/$f" ] && cp -a "$here/$f" "$staging/"; done
+  for f in bin lib install.sh VERSION README.md share; do
     [ -e "$staging/$f" ] || continue
     rm -rf "$prefix/$f.old"
     [ -e "$prefix/$f" ] && mv "$prefix/$f" "$prefix/$f.old"
@@ -197,15 +202,34 @@ unlink_binaries() {
   echo "$bindir: removed the links"
 }
 
+# The unit runs the service through BINDIR's link.
+install_unit() {
+  [ -f "$prefix/share/systemd/$unit" ] || die "$prefix/share/systemd/$unit is missing"
+  mkdir -p "$unitdir"
+  sed "s|/usr/local/bin/wasmedge-sandbox |$bindir/wasmedge-sandbox |" "$prefix/share/systemd/$unit" >"$unitdir/$unit.tmp-wasmedge.$$"
+  mv "$unitdir/$unit.tmp-wasmedge.$$" "$unitdir/$unit"
+  echo "$unitdir/$unit: installed (write /etc/wasmedge-sandbox/api-keys, then systemctl daemon-reload && systemctl enable --now wasmedge-sandbox)"
+}
+
+uninstall_unit() {
+  # Only our own unit: it runs our binary.
+  if [ -f "$unitdir/$unit" ] && grep -q "^ExecStart=$bindir/wasmedge-sandbox serve" "$unitdir/$unit"; then
+    rm -f "$unitdir/$unit"
+    echo "$unitdir/$unit: removed"
+  fi
+}
+
 case "$action" in
   install)
     copy_files
     link_binaries
+    install_unit
     add_entry
     echo "done: restart containerd to load the runtime handler (systemctl restart containerd)"
     ;;
   uninstall)
     remove_entry
+    uninstall_unit
     unlink_binaries
     if [ -x "$prefix/bin/containerd-shim-wasmedge-v1" ]; then
       rm -rf "$prefix"

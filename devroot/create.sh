@@ -14,11 +14,19 @@ fi
 
 . "$here/mirror.sh"
 
+# Runs a script in root $1 as apt needs it: /proc mounted (maintainer scripts such as
+# systemd-tmpfiles need it) in a private mount namespace, and no service started by a package.
+in_root() {
+  mkdir -p "$1/usr/sbin" && printf '#!/bin/sh\nexit 101\n' >"$1/usr/sbin/policy-rc.d" && chmod 755 "$1/usr/sbin/policy-rc.d"
+  unshare --mount --propagation private sh -c 'mount -t proc proc "$1/proc" && exec chroot "$1" /usr/bin/env -i \
+    PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive bash -c "$2"' in_root "$1" "$2"
+}
+
 # A root that exists is brought up to date in place (packages added, config copied): rebuilding
 # it would pull it from under the sessions that are using it.
 if [ -f "$DEVROOT/.stamp" ]; then
   echo "devroot: updating $DEVROOT in place" >&2
-  chroot "$DEVROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive bash -c "
+  in_root "$DEVROOT" "
     set -e
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold $DEVROOT_PACKAGES
@@ -49,7 +57,7 @@ if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
 fi
 cp /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
 
-chroot "$r" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive bash -c "
+in_root "$r" "
   set -e
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold $DEVROOT_PACKAGES

@@ -24,6 +24,13 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 const ORDERS: &str = "linus 2 1012.74\ngrace 1 189.00\nada 2 89.48\ntotal 1291.22\n";
 const WORDFREQ: &str = "the 4\ndog 3\nfox 3\n";
+const PRIMES: &str = "9592 primes below 100000, the largest is 99991\n";
+const ORDERS_TABLE: &str = "customer      orders    total
+----------  --------  -------
+linus              2  1012.74
+grace              1   189.00
+ada                2    89.48
+";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -101,8 +108,9 @@ fn run(containerd: &Containerd, image: &str, entrypoint: &[String], opts: &[&str
 }
 
 /// Builds `src` (relative to the repo) with `--lang`-free detection, imports it and checks the
-/// commands every example answers, plus its realistic one.
-fn check_example(src: &str, hello: &str, data: &[&str], realistic: &[&str], expected: &str) {
+/// commands every example answers, plus its realistic ones (`(args, stdout)`), which include
+/// the use of its dependency where it has one.
+fn check_example(src: &str, hello: &str, data: &[&str], realistic: &[(&[&str], &str)]) {
     toolchains_ready();
     let lang = src.split('/').nth(1).unwrap();
     let tag = format!("docker.io/library/example-{lang}:test");
@@ -138,37 +146,45 @@ fn check_example(src: &str, hello: &str, data: &[&str], realistic: &[&str], expe
     check(&[], &["stdin"], "ping\n", 0, "got: ping\n");
     check(&[], &["cat", "/data/greeting.txt"], "", 0, GREETING);
     check(&[], &["exit", "42"], "", 42, "");
-    check(&[], realistic, "", 0, expected);
+    for (args, expected) in realistic {
+        check(&[], args, "", 0, expected);
+    }
 }
 
 #[test]
 fn rust_example_runs_through_the_shim() {
-    check_example("images/rust", "Hello from Rust!\n", &["images/rust/text.txt:/data/text.txt"], &["wordfreq", "/data/text.txt"], WORDFREQ);
+    check_example(
+        "images/rust",
+        "Hello from Rust!\n",
+        &["images/rust/text.txt:/data/text.txt"],
+        &[(&["wordfreq", "/data/text.txt"], WORDFREQ), (&["json", r#"{"b": [1, 2], "a": "x"}"#], "{\"a\":\"x\",\"b\":[1,2]}\n")],
+    );
 }
 
 #[test]
 fn c_example_runs_through_the_shim() {
-    check_example("images/c", "Hello from C!\n", &[], &["primes", "100000"], "9592 primes below 100000, the largest is 99991\n");
+    check_example("images/c", "Hello from C!\n", &[], &[(&["primes", "100000"], PRIMES)]);
 }
 
 #[test]
 fn cpp_example_runs_through_the_shim() {
-    check_example("images/cpp", "Hello from C++!\n", &["images/cpp/text.txt:/data/text.txt"], &["wordfreq", "/data/text.txt"], WORDFREQ);
+    check_example("images/cpp", "Hello from C++!\n", &["images/cpp/text.txt:/data/text.txt"], &[(&["wordfreq", "/data/text.txt"], WORDFREQ)]);
 }
 
 #[test]
 fn go_example_runs_through_the_shim() {
-    check_example("images/go", "Hello from Go!\n", &["images/go/orders.json:/data/orders.json"], &["orders", "/data/orders.json"], ORDERS);
+    check_example("images/go", "Hello from Go!\n", &["images/go/orders.json:/data/orders.json"], &[(&["orders", "/data/orders.json"], ORDERS)]);
 }
 
 #[test]
 fn javascript_example_runs_through_the_shim() {
+    // A project directory: package.json names app.js; its dependency, slugify, is installed from
+    // npm by its package-lock.json and bundled.
     check_example(
-        "images/javascript/app.js",
+        "images/javascript",
         "Hello from JavaScript!\n",
         &["images/javascript/orders.json:/data/orders.json"],
-        &["orders", "/data/orders.json"],
-        ORDERS,
+        &[(&["orders", "/data/orders.json"], ORDERS), (&["slug", "Hello, Wasm World!"], "hello-wasm-world\n")],
     );
 }
 
@@ -176,13 +192,36 @@ fn javascript_example_runs_through_the_shim() {
 fn typescript_example_runs_through_the_shim() {
     // A project directory: package.json names src/main.ts, which imports ./orders; orders.json
     // is data and lands in /app beside the bundle.
-    check_example("images/typescript", "Hello from TypeScript!\n", &[], &["orders", "/app/orders.json"], ORDERS);
+    // Its dependency, ms, is installed from npm by its package-lock.json and bundled.
+    check_example(
+        "images/typescript",
+        "Hello from TypeScript!\n",
+        &[],
+        &[(&["orders", "/app/orders.json"], ORDERS), (&["ms", "1.5h"], "5400000\n"), (&["ms", "90000"], "2m\n")],
+    );
+}
+
+#[test]
+fn assemblyscript_example_runs_through_the_shim() {
+    // Detected by asconfig.json; asc and the WASI shim are the pinned ones from npm.
+    check_example(
+        "images/assemblyscript",
+        "Hello from AssemblyScript!\n",
+        &[],
+        &[(&["primes", "100000"], PRIMES)],
+    );
 }
 
 #[test]
 fn python_example_runs_through_the_shim() {
     // main.py imports orders.py; the directory is the program, orders.json included.
-    check_example("images/python", "Hello from Python!\n", &[], &["orders", "/app/orders.json"], ORDERS);
+    // Its dependency, tabulate, is a pure wheel from PyPI (requirements.txt) in a layer of its own.
+    check_example(
+        "images/python",
+        "Hello from Python!\n",
+        &[],
+        &[(&["orders", "/app/orders.json"], ORDERS), (&["table", "/app/orders.json"], ORDERS_TABLE)],
+    );
 }
 
 #[test]
@@ -293,7 +332,7 @@ fn compile_errors_are_reported_verbatim_and_leave_no_image() {
 fn unknown_language_is_refused_with_the_known_ones() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("hello.cob"), "DISPLAY 'HELLO'.\n").unwrap();
-    let known = "rust (rs), c, c++ (cpp), go (golang), javascript (js), typescript (ts), python (py), wasm";
+    let known = "rust (rs), c, c++ (cpp), go (golang), javascript (js), typescript (ts), assemblyscript (as), python (py), wasm";
     let tar = dir.path().join("x.tar");
     for args in [&["--lang", "cobol"][..], &[]] {
         let mut cmd = Command::new(IMAGE_TOOL);
@@ -357,12 +396,13 @@ fn inspect_shows_layers_entrypoint_and_why_wasm() {
     assert_eq!(image["wasm"], true);
     assert!(image["why"].as_str().unwrap().contains("compat-smart"), "{image:#}");
     let layers = image["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 2, "interpreter layer + program layer: {image:#}");
+    assert_eq!(layers.len(), 3, "interpreter layer + dependency layer + program layer: {image:#}");
     let paths = |i: usize| -> Vec<String> {
         layers[i]["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect()
     };
     assert_eq!(paths(0), ["/python/lib/python311.zip", "/python/python.wasm"]);
-    assert!(paths(1).contains(&"/app/main.py".to_string()), "{:?}", paths(1));
+    assert!(paths(1).contains(&"/python/deps/tabulate/__init__.py".to_string()), "{:?}", paths(1));
+    assert!(paths(2).contains(&"/app/main.py".to_string()), "{:?}", paths(2));
 
     // The same from containerd, by name, as text.
     let containerd = Containerd::start();
@@ -382,7 +422,7 @@ fn inspect_shows_layers_entrypoint_and_why_wasm() {
         "platform:    wasi/wasm",
         "entrypoint:  [\"/python/python.wasm\",\"/app/main.py\"]",
         "env:         PYTHONHOME=/python",
-        "/python/python.wasm (19.4 MB)",
+        "/python/python.wasm (19.4 MiB)",
         "wasm:        yes: annotation module.wasm.image/variant=compat-smart and a .wasm entrypoint",
     ] {
         assert!(out.stdout.contains(line), "{line:?} missing in:\n{}", out.stdout);
@@ -429,4 +469,225 @@ fn precompile_makes_the_first_start_a_cache_hit() {
     let log = containerd.log();
     let load = log.lines().find(|l| l.contains(&format!("{id}: span load "))).unwrap_or_else(|| panic!("no load span:\n{log}"));
     assert!(load.contains("aot=hit"), "the first start compiled: {load}");
+}
+
+/// `build` of a C project in `dir` with the cache of the other tests: (exit code, stderr).
+fn build_dir(dir: &Path) -> (i32, String, bool) {
+    let tar = dir.with_extension("tar");
+    let _ = fs::remove_file(&tar);
+    let out = image_tool(&["build", dir.to_str().unwrap(), "--lang", "c", "--tag", "sources:test", "--out", tar.to_str().unwrap()], aux_cache_dir());
+    (out.code, out.stderr, tar.exists())
+}
+
+#[test]
+fn sources_stay_sources() {
+    toolchains_ready();
+    let base = tempfile::tempdir().unwrap();
+    let outside = base.path().join("secret.txt");
+    fs::write(&outside, "not for the image\n").unwrap();
+    let project = |name: &str| {
+        let dir = base.path().join(name);
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("main.c"), "#include <stdio.h>\nint main(void) { puts(\"hi\"); return 0; }\n").unwrap();
+        dir
+    };
+
+    // A link that stays inside is a source like any other.
+    let fine = project("fine");
+    std::os::unix::fs::symlink("main.c", fine.join("alias.c.txt")).unwrap();
+    let (code, stderr, made) = build_dir(&fine);
+    assert!(code == 0 && made, "an inside link was refused: {stderr}");
+
+    // Links that leave the directory: absolute, relative, and through a linked directory.
+    for (name, target) in [("abs", outside.to_str().unwrap()), ("rel", "../secret.txt"), ("etc", "/etc")] {
+        let dir = project(name);
+        let link = dir.join("key");
+        std::os::unix::fs::symlink(target, &link).unwrap();
+        let (code, stderr, made) = build_dir(&dir);
+        assert!(code != 0 && !made, "{name}: built with a link out: {stderr}");
+        let expected = format!("{}: a symbolic link to {target}, which is not inside the source directory", link.display());
+        assert!(stderr.contains(&expected), "{name}: {expected:?} not in {stderr}");
+    }
+
+    // Special files: a fifo, a socket, a device.
+    let fifo = project("fifo");
+    let made = Command::new("mkfifo").arg(fifo.join("pipe")).status().unwrap();
+    assert!(made.success());
+    let socket = project("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(socket.join("sock")).unwrap();
+    let device = project("device");
+    let made = Command::new("mknod").arg(device.join("null")).args(["c", "1", "3"]).status().unwrap();
+    assert!(made.success());
+    for (dir, file, kind) in [(&fifo, "pipe", "fifo"), (&socket, "sock", "socket"), (&device, "null", "device")] {
+        let (code, stderr, made) = build_dir(dir);
+        assert!(code != 0 && !made, "built with a {kind}: {stderr}");
+        let expected = format!("{}: a {kind} is not a source file", dir.join(file).display());
+        assert!(stderr.contains(&expected), "{expected:?} not in {stderr}");
+    }
+
+    // Sizes: one file past 64 MiB, and files under it that pass 256 MiB together (sparse).
+    let big = project("big");
+    fs::File::create(big.join("big.bin")).unwrap().set_len(65 << 20).unwrap();
+    let (code, stderr, made) = build_dir(&big);
+    assert!(code != 0 && !made, "built a 65 MiB source: {stderr}");
+    assert!(stderr.contains("big.bin: 65 MiB, over the bound of 64 MiB a source file"), "{stderr}");
+    let many = project("many");
+    for i in 0..5 {
+        fs::File::create(many.join(format!("part{i}.bin"))).unwrap().set_len(60 << 20).unwrap();
+    }
+    let (code, stderr, made) = build_dir(&many);
+    assert!(code != 0 && !made, "built 300 MiB of sources: {stderr}");
+    assert!(stderr.contains("the sources pass the bound of 256 MiB in all"), "{stderr}");
+}
+
+/// `build` of the project `files` (written to a new directory) with the aux cache: (code, stderr).
+fn build_project(lang: &str, files: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        fs::write(dir.path().join(name), text).unwrap();
+    }
+    let tar = dir.path().join("out.tar");
+    let out = image_tool(&["build", dir.path().to_str().unwrap(), "--lang", lang, "--tag", "deps:test", "--out", tar.to_str().unwrap()], aux_cache_dir());
+    assert_eq!(out.code == 0, tar.exists(), "{out:#?}");
+    (out.code, out.stderr)
+}
+
+#[test]
+fn dependencies_that_cannot_run_are_refused_at_build_time() {
+    toolchains_ready();
+    // numpy has native code: PyPI has no pure wheel of it.
+    let (code, stderr) = build_project("python", &[("main.py", "import numpy\n"), ("requirements.txt", "numpy\n")]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("numpy: no pure-Python wheel (py3-none-any) on the package index"), "{stderr}");
+    // Requirements from elsewhere than the index are not taken.
+    let (code, stderr) = build_project("python", &[("main.py", ""), ("requirements.txt", "--index-url http://127.0.0.1:9/simple\nsix\n")]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("only package names with versions are taken"), "{stderr}");
+
+    // mkdirp needs Node's path module, which the runtime does not offer: named with its importer.
+    let (code, stderr) = build_project(
+        "javascript",
+        &[
+            ("package.json", r#"{"main": "index.js", "dependencies": {"mkdirp": "1.0.4"}}"#),
+            ("index.js", "const mkdirp = require(\"mkdirp\");\nmkdirp.sync(\"/tmp/x\");\n"),
+        ],
+    );
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("the program needs Node modules the runtime does not offer"), "{stderr}");
+    assert!(stderr.contains("path (imported by "), "{stderr}");
+    assert!(stderr.contains("mkdirp"), "{stderr}");
+}
+
+/// Sets the last use of every entry of the compile cache `cache` to `secs` seconds ago.
+fn age_cache_entries(cache: &Path, secs: u64) {
+    let when = std::time::SystemTime::now() - Duration::from_secs(secs);
+    for entry in fs::read_dir(cache).unwrap().flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.')) {
+        fs::File::open(entry.path().join("entry.json")).unwrap().set_modified(when).unwrap();
+    }
+}
+
+#[test]
+fn cache_entries_expire_after_the_ttl_and_cache_ls_and_prune_show_and_remove_them() {
+    toolchains_ready();
+    let cache = tempfile::tempdir().unwrap();
+    let tar = scratch().join("cache-ttl.tar");
+    let build = |extra: &[&str], ttl_env: Option<&str>| {
+        let mut cmd = Command::new(IMAGE_TOOL);
+        cmd.args(["build", "images/c", "--tag", "cache-ttl:test", "--out", tar.to_str().unwrap(), "--cache-dir"])
+            .arg(cache.path())
+            .args(extra)
+            .current_dir(repo());
+        if let Some(ttl) = ttl_env {
+            cmd.env("WASM_CACHE_TTL", ttl);
+        }
+        let out = exec_bounded(&mut cmd, None, BUILD_TIMEOUT);
+        assert_eq!(out.code, 0, "{out:#?}");
+        out.stderr
+    };
+    assert!(build(&[], None).contains("cache miss: c "));
+    let ls = image_tool(&["cache", "ls"], cache.path());
+    assert_eq!(ls.code, 0, "{ls:#?}");
+    assert_eq!(ls.stdout.lines().count(), 1, "{ls:#?}");
+    assert!(ls.stdout.contains("/app.wasm"), "{ls:#?}");
+
+    // Last used two minutes ago: within the default hour and WASM_CACHE_TTL=600, past --cache-ttl 60.
+    age_cache_entries(cache.path(), 120);
+    assert!(build(&[], Some("600")).contains("cache hit: c "));
+    age_cache_entries(cache.path(), 120);
+    assert!(build(&[], None).contains("cache hit: c "));
+    age_cache_entries(cache.path(), 120);
+    assert!(build(&["--cache-ttl", "60"], Some("600")).contains("cache miss: c "), "the flag wins over the variable");
+    age_cache_entries(cache.path(), 120);
+    assert!(build(&[], Some("60")).contains("cache miss: c "));
+
+    // Two hours: past the default TTL, so prune removes it.
+    age_cache_entries(cache.path(), 7200);
+    let ls = image_tool(&["cache", "ls"], cache.path());
+    assert!(ls.stdout.contains("7200s ago") || ls.stdout.contains("7201s ago"), "{ls:#?}");
+    let pruned = image_tool(&["cache", "prune"], cache.path());
+    assert_eq!(pruned.code, 0, "{pruned:#?}");
+    assert!(pruned.stderr.contains("removed 1 entry"), "{pruned:#?}");
+    assert_eq!(image_tool(&["cache", "ls"], cache.path()).stdout, "");
+
+    // A fresh entry stays with prune, and goes with prune --all.
+    build(&[], None);
+    assert!(image_tool(&["cache", "prune"], cache.path()).stderr.contains("removed 0 entries"));
+    assert!(image_tool(&["cache", "prune", "--all"], cache.path()).stderr.contains("removed 1 entry"));
+    assert_eq!(image_tool(&["cache", "ls"], cache.path()).stdout, "");
+}
+
+#[test]
+fn rust_build_scripts_run_in_the_build_sandbox() {
+    toolchains_ready();
+    // The build script connects to an address off the host: in the sandbox's network namespace
+    // only the loopback is up, so no route leads there (ENETUNREACH). It reads a file of
+    // the host outside the crate, and writes into the crate and /tmp: the sandbox has none of
+    // them, or read-only.
+    let host = tempfile::tempdir().unwrap();
+    let secret = host.path().join("secret");
+    fs::write(&secret, "host secret").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("src")).unwrap();
+    fs::write(
+        dir.path().join("Cargo.toml"),
+        "[package]\nname = \"offline\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    let escape = host.path().join("escaped");
+    fs::write(
+        dir.path().join("build.rs"),
+        format!(
+            r#"fn main() {{
+    match std::net::TcpStream::connect_timeout(&([192, 0, 2, 1], 9).into(), std::time::Duration::from_secs(5)) {{
+        Err(e) if e.raw_os_error() == Some(101) => println!("cargo:warning=no network in the build"),
+        other => panic!("the build script reached a network: {{other:?}}"),
+    }}
+    match std::fs::read({secret:?}) {{
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => println!("cargo:warning=no host file in the build"),
+        other => panic!("the build script read a host file: {{other:?}}"),
+    }}
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    match std::fs::write(format!("{{manifest_dir}}/written"), "x") {{
+        Err(e) if e.raw_os_error() == Some(30) => println!("cargo:warning=the crate is read-only in the build"),
+        other => panic!("the build script wrote into the crate: {{other:?}}"),
+    }}
+    let _ = std::fs::create_dir_all({parent:?});
+    let _ = std::fs::write({escape:?}, "x");
+}}
+"#,
+            secret = secret.to_str().unwrap(),
+            parent = host.path().to_str().unwrap(),
+            escape = escape.to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    fs::write(dir.path().join("src/main.rs"), "fn main() { println!(\"built offline\"); }\n").unwrap();
+    let tar = dir.path().join("offline.tar");
+    let out = image_tool(&["build", dir.path().to_str().unwrap(), "--tag", "offline:test", "--out", tar.to_str().unwrap()], aux_cache_dir());
+    assert_eq!(out.code, 0, "{out:#?}");
+    for seen in ["no network in the build", "no host file in the build", "the crate is read-only in the build"] {
+        assert!(out.stderr.contains(seen), "{seen:?} missing in:\n{}", out.stderr);
+    }
+    assert!(!escape.exists(), "the build script wrote {} on the host", escape.display());
+    assert!(!dir.path().join("written").exists());
 }

@@ -32,8 +32,8 @@ fn elf(path: &Path) -> (Vec<u8>, PathBuf) {
 }
 
 #[test]
-fn the_shim_and_wasmedge_image_are_static_and_do_not_link_wasmedge() {
-    for name in ["containerd-shim-wasmedge-v1", "wasmedge-image"] {
+fn the_shim_wasmedge_image_and_the_service_are_static_and_do_not_link_wasmedge() {
+    for name in ["containerd-shim-wasmedge-v1", "wasmedge-image", "wasmedge-sandbox"] {
         let (bytes, path) = elf(&unpacked().join("bin").join(name));
         let elf = Elf::parse(&bytes).unwrap();
         assert_eq!(elf.interpreter, None, "{}: has an ELF interpreter", path.display());

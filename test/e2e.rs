@@ -256,14 +256,57 @@ fn systemd_cgroups_paths_land_in_their_scopes() {
     containerd.assert_no_leftovers(&id);
 }
 
-/// A wasm container cannot have a user namespace: create fails with the reason, nothing is left.
+/// The `Uid:` or `Gid:` line of /proc/PID/status: real, effective, saved and filesystem IDs.
+fn status_ids(pid: u32, field: &str) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix(field)).unwrap().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// With `ctr run --uidmap/--gidmap` (ctr chowns a copy of the rootfs to the mapped IDs), root in
+/// the container is the mapped host user, not 0, seen from the host; the module still reads its
+/// image's files and prints; an exec joins the same user namespace.
 #[test]
-fn a_user_namespace_is_refused_at_create() {
+fn a_uid_mapping_runs_the_container_as_the_mapped_host_user() {
+    let containerd = Containerd::start();
+    // ctr remaps the rootfs of the image's manifest for its own platform (linux/amd64, which
+    // the image carries as a compat variant with the same layer), whatever --platform says.
+    containerd.ctr_ok(&["image", "import", "--all-platforms", hello_image().to_str().unwrap()]);
+    let maps = ["--uidmap", "0:100000:65536", "--gidmap", "0:200000:65536"];
+    let out = containerd.run_image(&unique_id("userns"), HELLO_IMAGE, &maps, &["cat", "/data/greeting.txt"], None);
+    assert_eq!((out.code, out.stdout.as_str()), (0, GREETING), "{out:#?}");
+
+    let id = unique_id("userns-sleeper");
+    let started = exec_bounded(&mut containerd.run_command(&id, HELLO_IMAGE, &[&["-d"][..], &maps].concat(), &["sleep", "600"]), None, CTR_TIMEOUT);
+    assert_eq!(started.code, 0, "ctr run -d failed: {started:#?}");
+    let (pid, status) = containerd.task(&id).expect("task not listed after ctr run -d");
+    assert_eq!(status, "RUNNING");
+    assert_eq!(status_ids(pid, "Uid:"), "100000 100000 100000 100000");
+    assert_eq!(status_ids(pid, "Gid:"), "200000 200000 200000 200000");
+    let uid_map = fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    assert_eq!(uid_map.split_whitespace().collect::<Vec<_>>(), ["0", "100000", "65536"]);
+    let own_ns = fs::read_link("/proc/self/ns/user").unwrap();
+    let its_ns = fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+    assert_ne!(its_ns, own_ns, "the container is in the host's user namespace");
+
+    let exec = exec_bounded(&mut containerd.ctr_command(&["task", "exec", "--exec-id", &unique_id("exec"), &id, "/app.wasm", "echo", "from", "exec"]), None, CTR_TIMEOUT);
+    assert_eq!((exec.code, exec.stdout.as_str()), (0, "from exec\n"), "{exec:#?}");
+
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", &id]);
+    wait_until(&format!("{id} to stop"), Duration::from_secs(30), || containerd.task(&id).is_some_and(|(_, status)| status == "STOPPED"));
+    assert_eq!(containerd.delete_task(&id), 137);
+    containerd.ctr_ok(&["container", "delete", &id]);
+    containerd.assert_no_leftovers(&id);
+}
+
+/// Mappings that leave out the process's user cannot be honoured: create fails with one line,
+/// nothing is left.
+#[test]
+fn a_uid_mapping_without_the_process_user_is_refused_at_create() {
     let containerd = Containerd::with_hello();
-    let id = unique_id("userns");
-    let out = containerd.run_image(&id, HELLO_IMAGE, &["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"], &[], None);
+    let id = unique_id("userns-unmapped");
+    let out = containerd.run_image(&id, HELLO_IMAGE, &["--user", "70000", "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"], &[], None);
     assert_ne!(out.code, 0, "{out:#?}");
-    let reason: Vec<&str> = out.stderr.lines().filter(|l| l.contains("does not support a user namespace")).collect();
+    let reason: Vec<&str> = out.stderr.lines().filter(|l| l.contains("process.user.uid 70000 is not mapped by linux.uidMappings")).collect();
     assert_eq!(reason.len(), 1, "{out:#?}");
     containerd.assert_no_leftovers(&id);
 }

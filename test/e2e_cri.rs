@@ -7,35 +7,11 @@
 
 mod common;
 
-use common::cri::{self, busybox_image, container, log_messages, shims_of, wasm_image, Cri};
-use common::cri::{BUSYBOX_IMAGE, CRI_NAMESPACE, HANDLER, WASM_IMAGE};
+use common::cri::{self, busybox_image, container, containerd_in, cri_config, log_messages, shims_of, wasm_image, Cri};
+use common::cri::{BUSYBOX_IMAGE, CRI_NAMESPACE, WASM_IMAGE};
 use common::*;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-
-/// The tests' containerd config with its CRI plugin back on: runtime handler `wasmedge` for this
-/// shim, our busybox image as the pause image.
-fn cri_config(root: &Path, state: &Path, sock: &Path) -> String {
-    let base = config_toml(root, state, sock).replace("  \"io.containerd.grpc.v1.cri\",\n", "");
-    format!(
-        r#"{base}
-[plugins.'io.containerd.cri.v1.images'.pinned_images]
-  sandbox = "{BUSYBOX_IMAGE}"
-
-# This sandbox lacks CAP_SYS_RESOURCE: the pause container's oom_score_adj of -998 cannot be set.
-[plugins.'io.containerd.cri.v1.runtime']
-  restrict_oom_score_adj = true
-
-[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{HANDLER}]
-  runtime_type = "io.containerd.wasmedge.v1"
-
-[plugins.'io.containerd.grpc.v1.cri']
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-"#
-    )
-}
 
 #[test]
 fn pod_with_a_wasm_container_and_a_linux_sidecar_runs_through_cri() {
@@ -120,13 +96,4 @@ fn pod_with_a_wasm_container_and_a_linux_sidecar_runs_through_cri() {
     pod.guard.ids.clear();
     wait_until("the pod's shim to exit", Duration::from_secs(30), || shims_of(&sock).is_empty());
     assert!(cri.call::<_, cri::ContainerStatusResponse>("ContainerStatus", cri::ContainerIdRequest { container_id: wasm.clone() }).is_err());
-}
-
-/// `ctr -n NAMESPACE ARGS` on this containerd; its stdout.
-fn containerd_in(containerd: &Containerd, namespace: &str, args: &[&str]) -> String {
-    let mut cmd = Command::new("ctr");
-    cmd.arg("-a").arg(containerd.sock()).args(["-n", namespace]).args(args);
-    let out = exec_bounded(&mut cmd, None, CTR_TIMEOUT);
-    assert_eq!(out.code, 0, "ctr -n {namespace} {args:?} failed: {out:#?}");
-    out.stdout
 }

@@ -6,18 +6,16 @@
 
 mod common;
 
+use common::docker::{Docker, DOCKER_TIMEOUT};
 use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::thread;
 use std::time::{Duration, Instant};
 
 const DOCKER_HELLO: &str = "docker.io/library/hello-wasm:docker";
 const DOCKER_MEMORY: &str = "docker.io/library/memory-wasm:docker";
 const WASM: &[&str] = &["--runtime", RUNTIME, "--platform", PLATFORM];
-const DOCKER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The hello module with /data/greeting.txt, as a docker-archive.
 fn docker_hello() -> &'static Path {
@@ -57,138 +55,27 @@ fn docker_memory() -> &'static Path {
     })
 }
 
-/// A private dockerd on a private containerd. Dropped before its containerd (field order).
-struct Docker {
-    dir: tempfile::TempDir,
-    daemon: Child,
-    containerd: Containerd,
+/// `docker run --rm` of the hello image with the wasm runtime and `args` for the module.
+fn run(docker: &Docker, opts: &[&str], args: &[&str]) -> Out {
+    let mut cmd = docker.command(&["run", "--rm"]);
+    cmd.args(WASM).args(opts).arg(DOCKER_HELLO).args(args);
+    exec_bounded(&mut cmd, None, DOCKER_TIMEOUT)
 }
 
-impl Docker {
-    fn start() -> Docker {
-        let containerd = Containerd::start();
-        // Short path: the socket path must fit in sun_path.
-        let dir = tempfile::Builder::new().prefix("e2e-dkr-").tempdir_in("/tmp").unwrap();
-        let config = dir.path().join("daemon.json");
-        fs::write(&config, r#"{"features": {"containerd-snapshotter": true}}"#).unwrap();
-        let log = fs::File::create(dir.path().join("dockerd.log")).unwrap();
-        let daemon = Command::new("dockerd")
-            .arg("--config-file")
-            .arg(&config)
-            .arg("--data-root")
-            .arg(dir.path().join("data"))
-            .arg("--exec-root")
-            .arg(dir.path().join("exec"))
-            .arg("--pidfile")
-            .arg(dir.path().join("dockerd.pid"))
-            .arg("--host")
-            .arg(format!("unix://{}", dir.path().join("docker.sock").display()))
-            .arg("--containerd")
-            .arg(containerd.sock())
-            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("cannot start dockerd (run the tests in the dev root: make test)");
-        let mut docker = Docker { dir, daemon, containerd };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = docker.daemon.try_wait().unwrap() {
-                panic!("dockerd exited early ({status}):\n{}", docker.log());
-            }
-            if matches!(exec(&mut docker.command(&["version"]), None, Duration::from_secs(5)), Ok(Out { code: 0, .. })) {
-                return docker;
-            }
-            assert!(Instant::now() < deadline, "dockerd not ready after 30s:\n{}", docker.log());
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn with(images: &[&Path]) -> Docker {
-        let docker = Docker::start();
-        for tar in images {
-            docker.ok(&["load", "-i", tar.to_str().unwrap()]);
-        }
-        docker
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("docker");
-        cmd.arg("--host").arg(format!("unix://{}", self.dir.path().join("docker.sock").display())).args(args);
-        cmd
-    }
-
-    fn docker(&self, args: &[&str]) -> Out {
-        exec_bounded(&mut self.command(args), None, DOCKER_TIMEOUT)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert_eq!(out.code, 0, "docker {args:?} failed: {out:#?}");
-        out.stdout
-    }
-
-    /// `docker run --rm` of the hello image with the wasm runtime and `args` for the module.
-    fn run(&self, opts: &[&str], args: &[&str]) -> Out {
-        let mut cmd = self.command(&["run", "--rm"]);
-        cmd.args(WASM).args(opts).arg(DOCKER_HELLO).args(args);
-        exec_bounded(&mut cmd, None, DOCKER_TIMEOUT)
-    }
-
-    fn inspect(&self, name: &str, format: &str) -> String {
-        self.ok(&["inspect", "--format", format, name]).trim().to_string()
-    }
-
-    fn wait_status(&self, name: &str, status: &str) {
-        wait_until(&format!("{name} to be {status}"), Duration::from_secs(30), || self.inspect(name, "{{.State.Status}}") == status);
-    }
-}
-
-impl Drop for Docker {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            eprintln!("--- dockerd log (tail) ---\n{}", lines[lines.len().saturating_sub(40)..].join("\n"));
-        }
-        if matches!(self.daemon.try_wait(), Ok(None)) {
-            let ids = exec(&mut self.command(&["ps", "-aq"]), None, Duration::from_secs(15)).map(|o| o.stdout).unwrap_or_default();
-            for id in ids.lines() {
-                let _ = exec(&mut self.command(&["rm", "-f", id]), None, Duration::from_secs(30));
-            }
-        }
-        unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
-        if wait_timeout(&mut self.daemon, Duration::from_secs(15)).is_none() {
-            let _ = self.daemon.kill();
-            let _ = self.daemon.wait();
-        }
-        let dir = format!("{}/", self.dir.path().display());
-        for mount in mount_points().iter().rev().filter(|m| m.starts_with(&dir)) {
-            let path = std::ffi::CString::new(mount.as_str()).unwrap();
-            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
-        }
-        // Then the containerd field drops: it stops the daemon and any shim left.
-    }
-}
 
 #[test]
 fn docker_run_passes_args_env_volumes_stdin_and_exit_codes() {
     let docker = Docker::with(&[docker_hello()]);
 
-    let out = docker.run(&[], &[]);
+    let out = run(&docker, &[], &[]);
     assert_eq!((out.code, out.stdout.as_str()), (0, "Hello from WasmEdge!\n"), "{out:#?}");
-    let out = docker.run(&[], &["echo", "a", "b c"]);
+    let out = run(&docker, &[], &["echo", "a", "b c"]);
     assert_eq!((out.code, out.stdout.as_str()), (0, "a b c\n"), "{out:#?}");
-    let out = docker.run(&["-e", "E2E_NAME=from docker"], &["env", "E2E_NAME"]);
+    let out = run(&docker, &["-e", "E2E_NAME=from docker"], &["env", "E2E_NAME"]);
     assert_eq!((out.code, out.stdout.as_str()), (0, "from docker\n"), "{out:#?}");
-    let out = docker.run(&[], &["cat", "/data/greeting.txt"]);
+    let out = run(&docker, &[], &["cat", "/data/greeting.txt"]);
     assert_eq!((out.code, out.stdout.as_str()), (0, GREETING), "{out:#?}");
-    let out = docker.run(&[], &["stderr", "to stderr"]);
+    let out = run(&docker, &[], &["stderr", "to stderr"]);
     // The CLI adds its own warnings (no IPv4 forwarding here) to stderr.
     let stderr: Vec<&str> = out.stderr.lines().filter(|l| !l.starts_with("WARNING:")).collect();
     assert_eq!((out.code, out.stdout.as_str(), stderr), (0, "", vec!["to stderr"]), "{out:#?}");
@@ -197,18 +84,18 @@ fn docker_run_passes_args_env_volumes_stdin_and_exit_codes() {
     let host = tempfile::tempdir().unwrap();
     fs::write(host.path().join("in.txt"), "from the host\n").unwrap();
     let volume = format!("{}:/mnt", host.path().display());
-    let out = docker.run(&["-v", &volume], &["cat", "/mnt/in.txt"]);
+    let out = run(&docker, &["-v", &volume], &["cat", "/mnt/in.txt"]);
     assert_eq!((out.code, out.stdout.as_str()), (0, "from the host\n"), "{out:#?}");
-    let out = docker.run(&["-v", &volume], &["write", "/mnt/out.txt", "from docker"]);
+    let out = run(&docker, &["-v", &volume], &["write", "/mnt/out.txt", "from docker"]);
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(fs::read_to_string(host.path().join("out.txt")).unwrap(), "from docker");
-    let out = docker.run(&["-v", &format!("{volume}:ro")], &["write", "/mnt/ro.txt", "x"]);
+    let out = run(&docker, &["-v", &format!("{volume}:ro")], &["write", "/mnt/ro.txt", "x"]);
     assert_ne!(out.code, 0, "wrote through a read-only volume: {out:#?}");
     assert!(!host.path().join("ro.txt").exists());
 
     // Exit codes: the module's own, and the shim's for a missing entrypoint.
-    assert_eq!(docker.run(&[], &["exit", "42"]).code, 42);
-    let out = docker.run(&["--entrypoint", "/missing.wasm"], &[]);
+    assert_eq!(run(&docker, &[], &["exit", "42"]).code, 42);
+    let out = run(&docker, &["--entrypoint", "/missing.wasm"], &[]);
     assert_eq!(out.code, 127, "{out:#?}");
 
     // -i: stdin reaches the module.

@@ -147,7 +147,7 @@ fn exec_shares_the_containers_namespaces_and_cgroup_and_can_be_killed() {
     for ns in ["pid", "mnt", "net", "ipc", "uts", "cgroup"] {
         let (a, b) = (link(format!("/proc/{init}/ns/{ns}")), link(format!("/proc/{exec_pid}/ns/{ns}")));
         if ns == "mnt" && a != b {
-            // Allowed (see container::exec): the root alone is the container's; check it.
+            // Allowed (see process::exec): the root alone is the container's; check it.
             let root = link(format!("/proc/{exec_pid}/root"));
             assert_ne!(root, "/", "exec process is not in the container's root");
             continue;

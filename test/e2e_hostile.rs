@@ -215,6 +215,9 @@ fn shim_of(containerd: &Containerd, first: &str) -> Option<i32> {
     })
 }
 
+/// The line a container prints when the engine refused its module memory past the cap.
+const OUT_OF_MEMORY: &str = "wasmedge: out of memory: the module's memory may not grow past its limit\n";
+
 /// The one line a container's init prints when it fails (ctr passes the container's stderr on).
 fn assert_failure(out: &Out, code: i32, stderr: &str) {
     assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (code, "", stderr), "{out:#?}");
@@ -361,6 +364,37 @@ fn all_capabilities_dropped_with_a_non_root_user_runs() {
     case.finish();
 }
 
+/// `hostUsers: false` as ctr says it (`--uidmap/--gidmap`): root in the container is nobody
+/// on the host. A host directory bind-mounted read-write holds a file only the host's root may
+/// read and is writable by it alone: the same module that reads it as plain root cannot read it,
+/// nor write beside it, as root of a user namespace.
+#[test]
+fn root_in_a_user_namespace_cannot_reach_the_host_roots_files() {
+    let case = Case::new(&[]);
+    // ctr remaps the rootfs of the image's linux/amd64 variant, whatever --platform says.
+    case.containerd.ctr_ok(&["image", "import", "--all-platforms", hello_image().to_str().unwrap()]);
+    let host = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(host.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = host.path().join("secret.txt");
+    fs::write(&secret, "the host's secret\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let mount = format!("type=bind,src={},dst=/host,options=rbind:rw", host.path().display());
+
+    let plain = case.run(HELLO_IMAGE, &["--mount", &mount], &[ENTRYPOINT, "cat", "/host/secret.txt"]);
+    assert_eq!((plain.code, plain.stdout.as_str()), (0, "the host's secret\n"), "without a user namespace root reads it: {plain:#?}");
+
+    let maps = ["--mount", &mount, "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"];
+    let read = case.run(HELLO_IMAGE, &maps, &[ENTRYPOINT, "cat", "/host/secret.txt"]);
+    assert_eq!((read.code, read.stdout.as_str()), (1, ""), "{read:#?}");
+    assert!(read.stderr.starts_with("hello: cat /host/secret.txt: Permission denied"), "{read:#?}");
+    let write = case.run(HELLO_IMAGE, &maps, &[ENTRYPOINT, "write", "/host/planted.txt", "x"]);
+    assert_eq!((write.code, write.stdout.as_str()), (1, ""), "{write:#?}");
+    assert!(write.stderr.starts_with("hello: write /host/planted.txt: Permission denied"), "{write:#?}");
+    assert!(!host.path().join("planted.txt").exists(), "root of the user namespace wrote into the host's directory");
+    case.finish();
+}
+
 /// A module whose AOT compile costs LLVM seconds and much memory: thousands of long functions,
 /// salted so that no cache has it.
 fn compile_bomb() -> Vec<u8> {
@@ -465,7 +499,7 @@ fn memory_bomb_under_a_64_mib_limit_hits_the_engine_cap_first() {
     let (tar, grow_image) = module_image("grow", &grow);
     let case = Case::new(&[&tar, hostile_image()]);
     let out = case.run(&grow_image, &["--memory-limit", MEMORY_64M], &["/app.wasm"]);
-    assert_failure(&out, 64, "");
+    assert_failure(&out, 64, OUT_OF_MEMORY);
 
     // A Rust program filling 1 MiB blocks: the allocator's failure aborts it (a trap), and the
     // kernel's OOM killer (137) must not have come first.
@@ -473,14 +507,18 @@ fn memory_bomb_under_a_64_mib_limit_hits_the_engine_cap_first() {
     assert_failure(
         &out,
         134,
-        "memory allocation of 1048576 bytes failed\n\
-         note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\
-         wasmedge: module trapped: unreachable\n",
+        &format!(
+            "memory allocation of 1048576 bytes failed\n\
+             note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\
+             {OUT_OF_MEMORY}\
+             wasmedge: module trapped: unreachable\n"
+        ),
     );
 
-    // The same program noticing the failure gets less than its limit and carries on.
+    // The same program noticing the failure gets less than its limit and carries on; the
+    // notice still says the cap refused it memory.
     let out = case.run(HOSTILE_IMAGE, &["--memory-limit", MEMORY_64M], &["/app.wasm", "membomb-try"]);
-    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:#?}");
+    assert_eq!((out.code, out.stderr.as_str()), (0, OUT_OF_MEMORY), "{out:#?}");
     let mib: u32 = out.stdout.trim().strip_prefix("allocation failed after ").and_then(|s| s.strip_suffix(" MiB")).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{out:#?}"));
     assert!((32..64).contains(&mib), "got {mib} MiB under a 64 MiB limit");
     case.finish();
@@ -1087,6 +1125,26 @@ fn containers_of_a_killed_zygote_are_killed_and_reported_and_a_new_zygote_serves
     });
     assert_eq!(containerd.delete_task(&id), 137);
     remove_container(&containerd, &id);
+}
+
+/// A shim killed while its container runs takes the container with it: the zygote sees the
+/// shim's connection close and kills the container, so no container runs on that nobody can
+/// stop or report; the next container runs.
+#[test]
+fn a_container_whose_shim_is_killed_is_killed_too() {
+    let containerd = Containerd::start_with(config_toml, &[]);
+    containerd.import(hello_image());
+    let id = unique_id("shim-lost");
+    let pid = start_sleeper(&containerd, &id);
+    let shim = shim_of(&containerd, &id).expect("the container's shim");
+    assert!(zygotes().contains(&state_and_parent(pid).unwrap().1), "container {pid} is no child of a zygote");
+    unsafe { libc::kill(shim, libc::SIGKILL) };
+    wait_until(&format!("container {id} ({pid}) to die with its shim"), Duration::from_secs(30), || is_dead(pid));
+    // containerd cleans up after a dead shim by itself (the shim binary's `delete`).
+    let _ = containerd.ctr(&["task", "delete", "--force", &id]);
+    remove_container(&containerd, &id);
+    let next = containerd.run(&[], &[]);
+    assert_eq!((next.code, next.stdout.as_str()), (0, HELLO), "the next container does not run: {next:#?}");
 }
 
 /// A zygote of another build (played by python) answers the hello with its own build; the shim

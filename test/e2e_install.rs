@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const BINARIES: [&str; 3] = ["containerd-shim-wasmedge-v1", "containerd-wasmedge-init", "wasmedge-image"];
+const BINARIES: [&str; 4] = ["containerd-shim-wasmedge-v1", "containerd-wasmedge-init", "wasmedge-image", "wasmedge-sandbox"];
+const UNIT: &str = "wasmedge-sandbox.service";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,6 +26,7 @@ struct Scratch {
     prefix: PathBuf,
     bindir: PathBuf,
     config: PathBuf,
+    unitdir: PathBuf,
 }
 
 fn scratch() -> Scratch {
@@ -36,6 +38,7 @@ fn scratch() -> Scratch {
         prefix: dir.path().join("opt/containerd-shim-wasmedge"),
         bindir: dir.path().join("usr/local/bin"),
         config: dir.path().join("etc/containerd/config.toml"),
+        unitdir: dir.path().join("etc/systemd/system"),
         _dir: dir,
     }
 }
@@ -43,7 +46,8 @@ fn scratch() -> Scratch {
 impl Scratch {
     fn install_cmd(&self, extra: &[&str]) -> Command {
         let mut cmd = Command::new(self.release.join("install.sh"));
-        cmd.arg("--prefix").arg(&self.prefix).arg("--bindir").arg(&self.bindir).arg("--config").arg(&self.config).args(extra);
+        cmd.arg("--prefix").arg(&self.prefix).arg("--bindir").arg(&self.bindir).arg("--config").arg(&self.config);
+        cmd.arg("--unitdir").arg(&self.unitdir).args(extra);
         cmd
     }
 
@@ -197,6 +201,7 @@ fn make_install_and_uninstall_on_a_scratch_prefix() {
             .arg(format!("PREFIX={}", s.prefix.display()))
             .arg(format!("BINDIR={}", s.bindir.display()))
             .arg(format!("CONTAINERD_CONFIG={}", s.config.display()))
+            .arg(format!("UNITDIR={}", s.unitdir.display()))
             .env("IN_DEVROOT", "1");
         let out = exec_bounded(&mut cmd, None, Duration::from_secs(60));
         assert_eq!(out.code, 0, "make {target} failed: {out:#?}");
@@ -207,10 +212,15 @@ fn make_install_and_uninstall_on_a_scratch_prefix() {
         assert!(s.bindir.join(bin).is_symlink(), "{bin} not linked");
     }
     assert_runtime_entry(&containerd_dump(&s.config));
+    // The service's unit, running it through the bindir's link.
+    let unit = fs::read_to_string(s.unitdir.join(UNIT)).expect("make install installs the unit");
+    let exec = format!("ExecStart={}/wasmedge-sandbox serve ", s.bindir.display());
+    assert!(unit.lines().any(|l| l.starts_with(&exec)), "{unit}");
     make("install");
     assert_eq!(backups(s.config.parent().unwrap()).len(), 1, "a second make install changed the config again");
     make("uninstall");
     assert!(!s.prefix.exists(), "the prefix is left after uninstall");
+    assert!(!s.unitdir.join(UNIT).exists(), "the unit is left after uninstall");
     assert_eq!(fs::read_to_string(&s.config).unwrap(), V3);
 }
 
@@ -228,9 +238,12 @@ fn deploy_manifests_parse_as_kubernetes_objects() {
         objects,
         [
             "daemonset.apps/node-installer",
+            "daemonset.apps/wasmedge-sandbox",
             "deployment.apps/hello-wasm",
             "namespace/containerd-shim-wasmedge",
-            "runtimeclass.node.k8s.io/wasmedge"
+            "runtimeclass.node.k8s.io/wasmedge",
+            "secret/wasmedge-sandbox-keys",
+            "service/wasmedge-sandbox"
         ],
         "{out:#?}"
     );

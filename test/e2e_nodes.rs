@@ -178,14 +178,22 @@ impl Node {
     /// Starts the node's containerd with the config install.sh wrote plus what a test in a chroot
     /// needs (a copy in share/), its socket and root in share/.
     fn start_containerd(&mut self) {
+        let cmd = self.command(&self.containerd_args().iter().map(String::as_str).collect::<Vec<_>>());
+        self.start_containerd_by(cmd);
+    }
+
+    /// containerd with the test's config (see [`Node::start_containerd`]).
+    fn containerd_args(&self) -> Vec<String> {
         let installed = fs::read_to_string(self.root().join("etc/containerd/config.toml")).unwrap();
         let config = self.share().join("containerd.toml");
         fs::write(&config, for_test(&installed)).unwrap();
+        let (sock, root) = (self.sock().display().to_string(), self.share().join("containerd").display().to_string());
+        ["containerd", "--config", &config.display().to_string(), "--address", &sock, "--root", &root].map(String::from).into()
+    }
+
+    /// Starts containerd as `cmd` and waits until it answers.
+    fn start_containerd_by(&mut self, mut cmd: Command) {
         let log = fs::File::create(self.share().join("containerd.log")).unwrap();
-        let root = self.share().join("containerd");
-        let config = config.to_string_lossy().into_owned();
-        let mut cmd = self.command(&["containerd", "--config", config.as_str()]);
-        cmd.arg("--address").arg(self.sock()).arg("--root").arg(root);
         let daemon = cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
         self.daemons.push(daemon);
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -288,7 +296,7 @@ impl Node {
         wait_until(&format!("{}: the shims to exit", self.name), Duration::from_secs(30), || shims_of(&sock).is_empty());
         // Nor anything a shim started (what a shim's death would orphan): containerd's mount
         // namespace, where shims start, holds the node's daemons alone again, and the node's
-        // zygote, which stays by design until it has been idle (src/container/zygote/mod.rs).
+        // zygote, which stays by design until it has been idle (src/launch/zygote.rs).
         let deadline = Instant::now() + Duration::from_secs(30);
         let left = loop {
             let mut left = in_mount_namespace(&self.mount_namespace());
@@ -472,9 +480,11 @@ fn ctr_suite(name: &'static str) {
     let out = node.run(&id("stdin"), HELLO_IMAGE, &[], &["stdin"], "ping\n");
     assert_eq!((out.code, out.stdout.as_str()), (0, "got: ping\n"), "{name}: {out:#?}");
 
-    // The engine caps linear memory at the container's limit: memory.grow fails at 64 MiB.
+    // The engine caps linear memory at the container's limit: memory.grow fails at 64 MiB, and
+    // the container says so (the exit code is the module's own).
     let out = node.run(&id("grow"), GROW_IMAGE, &["--memory-limit", MEMORY_64M], &[], "");
-    assert_eq!((out.code, out.stderr.as_str()), (64, ""), "{name}: {out:#?}");
+    let refused = "wasmedge: out of memory: the module's memory may not grow past its limit\n";
+    assert_eq!((out.code, out.stderr.as_str()), (64, refused), "{name}: {out:#?}");
     let out = node.run(&id("timeout"), HELLO_IMAGE, &["--annotation", "wasmedge.io/time-limit=2s"], &["spin", "600"], "");
     assert_eq!((out.code, out.stderr.as_str()), (124, "wasmedge: time limit of 2s exceeded, module stopped\n"), "{name}: {out:#?}");
 
@@ -604,6 +614,160 @@ fn trixie_node_expands_a_systemd_cgroup_path() {
 #[test]
 fn sid_node_expands_a_systemd_cgroup_path() {
     systemd_cgroup("sid");
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd as PID 1: the systemd cgroup driver over D-Bus
+
+/// The bookworm root with systemd (test/nodes/create-systemd.sh) booted by
+/// test/nodes/boot-systemd.sh: systemd 252 is PID 1 of new PID, mount and cgroup namespaces whose
+/// cgroup root is `/CGROUP` in the host's hierarchies; the shim reaches systemd on its system bus
+/// (dbus.socket). Drop kills that PID 1, which ends every process of the node, then
+/// removes the node's cgroups (Node's Drop does the rest).
+struct SystemdNode {
+    node: Node,
+    /// boot-systemd.sh, by then unshare: the parent of the node's PID 1.
+    boot: Child,
+    cgroup: String,
+}
+
+impl SystemdNode {
+    fn boot(name: &'static str) -> SystemdNode {
+        let node = Node::new(name);
+        node.install();
+        let cgroup = unique_id("e2e-systemd");
+        let log = fs::File::create(node.share().join("systemd.log")).unwrap();
+        let mut cmd = Command::new(repo().join("test/nodes/boot-systemd.sh"));
+        cmd.arg(node.root()).arg(node.share()).arg(&cgroup);
+        let boot = cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+        let mut booted = SystemdNode { node, boot, cgroup };
+        wait_until("systemd to start as the node's PID 1", Duration::from_secs(60), || {
+            assert!(booted.boot.try_wait().unwrap().is_none(), "systemd did not boot:\n{}", booted.node.log("systemd.log"));
+            booted.pid1().is_some_and(|pid| fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe.ends_with("systemd")))
+                && booted.node.root().join("run/systemd/private").exists()
+        });
+        let state = exec_bounded(&mut booted.command(&["systemctl", "is-system-running", "--wait"]), None, NODE_TIMEOUT);
+        let failed = booted.sh("systemctl --failed --no-pager");
+        assert_eq!(state.stdout.trim(), "running", "{name}: systemd booted {state:#?}\n{failed}\n{}", booted.node.log("systemd.log"));
+        booted
+    }
+
+    /// The node's PID 1 (in the test's PID namespace): unshare's child.
+    fn pid1(&self) -> Option<i32> {
+        let pid = self.boot.id();
+        fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?.split_whitespace().next()?.parse().ok()
+    }
+
+    /// `args` in the node's namespaces, beside its systemd.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--target={}", self.pid1().expect("the node's PID 1 is gone"))).args(["--all", "--"]);
+        cmd.args(["env", "-i", "HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]).args(args);
+        cmd
+    }
+
+    /// A shell script in the node's namespaces that must succeed; returns its stdout.
+    fn sh(&self, script: &str) -> String {
+        let out = exec_bounded(&mut self.command(&["sh", "-c", script]), None, NODE_TIMEOUT);
+        assert_eq!(out.code, 0, "{}: `{script}` failed: {out:#?}", self.node.name);
+        out.stdout
+    }
+
+    /// containerd in a scope of its own, as a node's containerd.service runs.
+    fn start_containerd(&mut self) {
+        let args = self.node.containerd_args();
+        let scoped = [&["systemd-run", "--quiet", "--scope", "--unit=e2e-containerd"][..], &args.iter().map(String::as_str).collect::<Vec<_>>()].concat();
+        let cmd = self.command(&scoped);
+        self.node.start_containerd_by(cmd);
+    }
+}
+
+impl Drop for SystemdNode {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("--- {}: systemd ---\n{}", self.node.name, self.node.log("systemd.log"));
+            if self.pid1().is_some() {
+                let journal = exec(&mut self.command(&["journalctl", "--no-pager", "-n", "60"]), None, Duration::from_secs(15));
+                eprintln!("--- {}: journal (tail) ---\n{}", self.node.name, journal.map(|o| o.stdout).unwrap_or_default());
+            }
+        }
+        if let Some(pid) = self.pid1() {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        // PID 1 is reaped once every process of its namespace is gone.
+        if wait_timeout(&mut self.boot, Duration::from_secs(30)).is_none() {
+            let _ = self.boot.kill();
+            let _ = self.boot.wait();
+        }
+        for top in cgroup_dirs(&self.cgroup) {
+            remove_cgroup_tree(&top);
+        }
+    }
+}
+
+/// rmdir of a cgroup and every cgroup below it, deepest first.
+fn remove_cgroup_tree(dir: &Path) {
+    for sub in fs::read_dir(dir).into_iter().flatten().flatten().filter(|e| e.path().is_dir()) {
+        remove_cgroup_tree(&sub.path());
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// A node that systemd runs, as kubelet's systemd cgroup driver expects: a wasm container with
+/// cgroupsPath `SLICE:PREFIX:NAME` is systemd's transient scope `PREFIX-NAME.scope` in that slice,
+/// with its memory limit, and gone after delete; a name systemd refuses fails the create with
+/// systemd's reason, never a cgroup made behind systemd's back.
+#[test]
+fn bookworm_systemd_node_puts_a_container_in_a_transient_scope() {
+    let mut node = SystemdNode::boot("bookworm-systemd");
+    node.start_containerd();
+    node.node.import(hello_image(), NS, PLATFORM);
+    eprintln!("bookworm-systemd: {}", node.sh("systemctl --version | head -1").trim());
+    let id = unique_id("scoped");
+    let unit = format!("wasmedge-{id}.scope");
+    let expanded = format!("/e2e.slice/e2e-node.slice/{unit}");
+    let cgroup = format!("e2e-node.slice:wasmedge:{id}");
+    let v2 = node.sh("stat -fc %T /sys/fs/cgroup").trim() == "cgroup2fs";
+    thread::scope(|s| {
+        let mut cmd = node.node.run_command(&id, HELLO_IMAGE, &["--cgroup", &cgroup, "--memory-limit", "134217728"], &["sleep", "600"]);
+        let run = s.spawn(move || shown(exec_bounded(&mut cmd, Some(""), NODE_TIMEOUT)));
+        let _kill = KillOnFailure(&node.node, id.clone());
+        let pid = node.node.running(&id, &run);
+        let show = node.sh(&format!("systemctl show {unit} -p ActiveState,Slice,ControlGroup,Delegate,MemoryLimit,MemoryMax"));
+        let limit = if v2 { "MemoryMax=134217728" } else { "MemoryLimit=134217728" };
+        for want in ["ActiveState=active", "Slice=e2e-node.slice", "Delegate=yes", &format!("ControlGroup={expanded}"), limit] {
+            assert!(show.lines().any(|l| l == want), "bookworm-systemd: no {want} in `systemctl show {unit}`:\n{show}");
+        }
+        // systemd put the process in the scope in the hierarchies it manages (memory, pids and
+        // its own; on a hybrid host also the unified one) before the create returned.
+        let cgroups = node.sh(&format!("cat /proc/{pid}/cgroup"));
+        eprintln!("bookworm-systemd: /proc/{pid}/cgroup of the container:\n{cgroups}");
+        for line in cgroups.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+            if ["memory", "pids", "name=systemd", ""].contains(&controllers) {
+                assert_eq!(path, expanded, "bookworm-systemd: hierarchy {controllers:?} in:\n{cgroups}");
+            }
+        }
+        let file = if v2 { format!("/sys/fs/cgroup{expanded}/memory.max") } else { format!("/sys/fs/cgroup/memory{expanded}/memory.limit_in_bytes") };
+        assert_eq!(node.sh(&format!("cat {file}")).trim(), "134217728", "bookworm-systemd: {file}");
+        node.node.ctr_ok(&["task", "kill", "-s", "SIGKILL", &id]);
+        assert_eq!(run.join().unwrap().code, 137);
+    });
+    let sock = node.node.sock().to_string_lossy().into_owned();
+    wait_until("bookworm-systemd: the shim to exit", Duration::from_secs(30), || shims_of(&sock).is_empty());
+    let show = node.sh(&format!("systemctl show {unit} -p LoadState"));
+    assert_eq!(show.trim(), "LoadState=not-found", "bookworm-systemd: systemd still has {unit}");
+    let left = node.sh(&format!("ls -d /sys/fs/cgroup/*{expanded} /sys/fs/cgroup{expanded} 2>/dev/null || true"));
+    assert_eq!(left, "", "bookworm-systemd: cgroups of {unit} are left");
+
+    // systemd refuses a unit name with a space: the create fails with its reason.
+    let bad = unique_id("refused");
+    let out = node.node.run(&bad, HELLO_IMAGE, &["--cgroup", "e2e-node.slice:wasmedge:bad name"], &[], "");
+    assert_ne!(out.code, 0, "{out:#?}");
+    assert!(out.stderr.contains("systemd: starting wasmedge-bad name.scope"), "bookworm-systemd: {out:#?}");
+    let left = node.sh("ls -d /sys/fs/cgroup/*/e2e.slice/e2e-node.slice/*bad* /sys/fs/cgroup/e2e.slice/e2e-node.slice/*bad* 2>/dev/null || true");
+    assert_eq!(left, "", "bookworm-systemd: a cgroup was made for the refused unit");
 }
 
 // ---------------------------------------------------------------------------------------------

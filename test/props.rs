@@ -3,9 +3,9 @@
 //! launch plan mapping, systemd cgroupsPaths, the time-limit durations, wasm detection, the image documents read
 //! from containerd's content store, and image references. No containerd needed.
 
-use containerd_shim_wasmedge::container::cgroup;
-use containerd_shim_wasmedge::container::launch::{parse_duration, TIME_LIMIT_ANNOTATION};
-use containerd_shim_wasmedge::container::Launch;
+use containerd_shim_wasmedge::launch::cgroup;
+use containerd_shim_wasmedge::launch::plan::{parse_duration, TIME_LIMIT_ANNOTATION};
+use containerd_shim_wasmedge::launch::Launch;
 use containerd_shim_wasmedge::engine::EngineOptions;
 use containerd_shim_wasmedge::image::content::{config_architecture, document_kind, parse_manifest, select_manifest};
 use containerd_shim_wasmedge::image::detect::{classify, Evidence, ImageFacts, Kind, WASM_MAGIC};

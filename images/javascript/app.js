@@ -1,6 +1,8 @@
-// Example workload of the build helper (`wasmedge-image build images/javascript/app.js`): the
-// first argument picks what to do; every example language answers the same commands. It runs on
-// the QuickJS runtime module, which offers Node's process, console and (text) fs.
+// Example workload of the build helper (`wasmedge-image build images/javascript`): the first
+// argument picks what to do; every example language answers the same commands. It runs on the
+// QuickJS runtime module, which offers Node's process, console and (text) fs. `slug` uses
+// slugify from npm (package.json), which esbuild bundles in; built as a lone file
+// (`images/javascript/app.js`), everything else works as written.
 const fs = require("fs");
 
 function fail(msg) {
@@ -52,6 +54,9 @@ switch (cmd) {
   case "orders":
     orders(rest[0]);
     break;
+  case "slug":
+    console.log(require("slugify")(rest.join(" "), { lower: true, strict: true }));
+    break;
   default:
-    fail("usage: [echo WORDS...|env NAME|stdin|cat PATH|exit N|orders PATH]");
+    fail("usage: [echo WORDS...|env NAME|stdin|cat PATH|exit N|orders PATH|slug WORDS...]");
 }

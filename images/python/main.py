@@ -3,6 +3,8 @@ argument picks what to do; every example language answers the same commands."""
 import os
 import sys
 
+from tabulate import tabulate
+
 from orders import summarize
 
 
@@ -35,8 +37,13 @@ def main(args):
         for c in customers:
             print(f"{c.name} {c.orders} {c.total:.2f}")
         print(f"total {total:.2f}")
+    elif args[0] == "table" and len(args) == 2:
+        # The dependency from PyPI (requirements.txt): the summary as a table.
+        customers, total = summarize(args[1])
+        rows = [(c.name, c.orders, f"{c.total:.2f}") for c in customers]
+        print(tabulate(rows, headers=["customer", "orders", "total"], colalign=("left", "right", "right"), disable_numparse=True))
     else:
-        fail("usage: [echo WORDS...|env NAME|stdin|cat PATH|exit N|orders PATH]")
+        fail("usage: [echo WORDS...|env NAME|stdin|cat PATH|exit N|orders PATH|table PATH]")
 
 
 if __name__ == "__main__":

@@ -28,18 +28,26 @@ struct Cli {
 enum Command {
     /// Pack a wasm module (and extra files) into a one-layer wasi/wasm image.
     Pack(PackArgs),
-    /// Build an image from source: Rust, C, C++, Go, JavaScript, TypeScript or Python.
+    /// Build an image from source: Rust, C, C++, Go, JavaScript, TypeScript, AssemblyScript or Python.
     Build(build::cli::BuildArgs),
     /// Build (if given a source), import into containerd and run with the WasmEdge shim;
     /// exits with the module's exit code.
     Run(build::cli::RunArgs),
     /// Show an image's platform, layers, entrypoint, and whether it is wasm and why.
     Inspect(build::cli::InspectArgs),
+    /// Push an image (a tarball, a layout or an image in containerd) to a registry.
+    Push(build::cli::PushArgs),
+    /// Pull one platform of an image from a registry into a tarball or layout.
+    Pull(build::cli::PullArgs),
     /// Install what languages need to build (apt, npm, PyPI) and prepare their runtimes.
     Toolchains(build::cli::ToolchainsArgs),
+    /// List or prune the compile cache.
+    Cache(build::cli::CacheCommandArgs),
     /// Compile modules into this node's AOT cache, so their first containers start from
     /// compiled code.
     Precompile(build::cli::PrecompileArgs),
+    /// List the languages `build` knows, one JSON object a line (name, aliases, extension).
+    Languages,
 }
 
 #[derive(Args)]
@@ -68,22 +76,34 @@ struct PackArgs {
     /// Write the CNCF wasm artifact layout instead: the module alone as an application/wasm
     /// layer. It has no files, env, workdir or args; run it with its path as the command
     /// (`ctr run ... IMAGE ID /app.wasm`), where the shim puts the module.
-    #[arg(long, conflicts_with_all = ["files", "env", "workdir", "args"])]
+    #[arg(long, conflicts_with_all = ["files", "env", "workdir", "args", "platforms"])]
     artifact: bool,
 }
 
-fn main() -> Result<()> {
+fn main() {
     if containerd_shim_wasmedge::version::asked() {
         print!("{}", containerd_shim_wasmedge::version::text("wasmedge-image", None));
-        return Ok(());
+        return;
     }
-    match Cli::parse().command {
+    // Errors on one line, their context first.
+    if let Err(e) = run(Cli::parse().command) {
+        eprintln!("wasmedge-image: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
         Command::Pack(args) => pack(args),
         Command::Build(args) => build::cli::build(args),
         Command::Run(args) => std::process::exit(build::cli::run(args)?),
         Command::Inspect(args) => build::cli::inspect(args),
+        Command::Push(args) => build::cli::push(args),
+        Command::Pull(args) => build::cli::pull(args),
         Command::Toolchains(args) => build::cli::toolchains(args),
         Command::Precompile(args) => build::cli::precompile(args),
+        Command::Cache(args) => build::cli::cache(args),
+        Command::Languages => build::cli::languages(),
     }
 }
 
@@ -114,6 +134,7 @@ fn pack(a: PackArgs) -> Result<()> {
         });
     }
     let annotations = a.config.annotations()?;
+    let platforms = a.config.platforms()?;
     if a.artifact {
         let spec = ArtifactSpec {
             reference: a.tag,
@@ -123,7 +144,7 @@ fn pack(a: PackArgs) -> Result<()> {
         };
         let image = writer::build_artifact(&spec)?;
         image.save(a.format, &a.out)?;
-        println!("{} {}", image.reference, image.manifest.digest);
+        println!("{} {}", image.reference, image.target().digest);
         return Ok(());
     }
     let spec = ImageSpec {
@@ -136,9 +157,10 @@ fn pack(a: PackArgs) -> Result<()> {
         annotations,
         created: None,
         base_layers: Vec::new(),
+        platforms,
     };
     let image = writer::build(&spec)?;
     image.save(a.format, &a.out)?;
-    println!("{} {}", image.reference, image.manifest.digest);
+    println!("{} {}", image.reference, image.target().digest);
     Ok(())
 }

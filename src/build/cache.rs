@@ -1,11 +1,12 @@
 //! The compile cache: one directory per key (the sha256 of sources + language + toolchain
 //! version + options) holding what compiling gave. Entries are written to a temporary directory
-//! and renamed into place, so a reader never sees half of one; a hit touches the entry, and
-//! past the size bound the least recently used entries go first.
+//! and renamed into place, so a reader never sees half of one; a hit touches the entry. An entry
+//! unused for longer than the TTL is a miss and goes at the next store or prune, and past the
+//! size bound the least recently used entries go first.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -15,10 +16,21 @@ use containerd_shim_wasmedge::image::writer::LayerFile;
 
 /// Default bound of the cache: 2 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
+/// Default time an entry is kept after its last use: an hour.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 
 pub struct Cache {
     dir: PathBuf,
     max_bytes: u64,
+    ttl: Duration,
+}
+
+/// An entry as `cache ls` shows it.
+pub struct EntryInfo {
+    pub key: String,
+    pub bytes: u64,
+    pub last_use: SystemTime,
+    pub entrypoint: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -36,18 +48,26 @@ struct EntryFile {
 }
 
 impl Cache {
-    pub fn new(dir: &Path, max_bytes: u64) -> Cache {
+    pub fn new(dir: &Path, max_bytes: u64, ttl: Duration) -> Cache {
         let max_bytes = if max_bytes == 0 { DEFAULT_MAX_BYTES } else { max_bytes };
-        Cache { dir: dir.to_path_buf(), max_bytes }
+        Cache { dir: dir.to_path_buf(), max_bytes, ttl }
+    }
+
+    fn expired(&self, last_use: SystemTime) -> bool {
+        SystemTime::now().duration_since(last_use).is_ok_and(|age| age > self.ttl)
     }
 
     fn entry_dir(&self, key: &str) -> PathBuf {
         self.dir.join(key)
     }
 
-    /// The compile stored under `key`, if any. A damaged entry is a miss.
+    /// The compile stored under `key`, if any. A damaged or expired entry is a miss.
     pub fn get(&self, key: &str) -> Result<Option<Compiled>> {
         let dir = self.entry_dir(key);
+        let used = fs::metadata(dir.join("entry.json")).and_then(|m| m.modified());
+        if used.is_ok_and(|t| self.expired(t)) {
+            return Ok(None);
+        }
         let Ok(meta) = fs::read(dir.join("entry.json")) else { return Ok(None) };
         let Ok(entry) = serde_json::from_slice::<Entry>(&meta) else { return Ok(None) };
         let mut files = Vec::new();
@@ -106,19 +126,48 @@ impl Cache {
             .collect()
     }
 
-    /// Removes the least recently used entries until the cache fits its bound.
-    pub fn evict(&self) {
+    /// Removes the expired entries, then the least recently used ones until the cache fits its
+    /// bound; `all` removes every entry. Returns how many entries and bytes went.
+    pub fn evict_all(&self, all: bool) -> (usize, u64) {
         let mut entries = self.entries();
         let mut total: u64 = entries.iter().map(|e| e.1).sum();
         entries.sort();
-        for (_, size, dir) in entries {
-            if total <= self.max_bytes {
-                break;
+        let (mut count, mut freed) = (0, 0);
+        for (used, size, dir) in entries {
+            if !all && !self.expired(used) && total <= self.max_bytes {
+                continue;
             }
             if fs::remove_dir_all(&dir).is_ok() {
                 total -= size;
+                count += 1;
+                freed += size;
             }
         }
+        (count, freed)
+    }
+
+    /// [`Cache::evict_all`] of what is expired or past the bound.
+    pub fn evict(&self) -> (usize, u64) {
+        self.evict_all(false)
+    }
+
+    /// Every entry, most recently used first.
+    pub fn list(&self) -> Vec<EntryInfo> {
+        let mut list: Vec<EntryInfo> = self
+            .entries()
+            .into_iter()
+            .map(|(last_use, bytes, dir)| {
+                let entry = fs::read(dir.join("entry.json")).ok().and_then(|m| serde_json::from_slice::<Entry>(&m).ok());
+                EntryInfo {
+                    key: dir.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+                    bytes,
+                    last_use,
+                    entrypoint: entry.map(|e| e.entrypoint).unwrap_or_default(),
+                }
+            })
+            .collect();
+        list.sort_by_key(|e| std::cmp::Reverse(e.last_use));
+        list
     }
 }
 
@@ -149,7 +198,7 @@ mod tests {
     #[test]
     fn stored_entries_come_back() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::new(dir.path(), 0);
+        let cache = Cache::new(dir.path(), 0, DEFAULT_TTL);
         assert_eq!(cache.get("k").unwrap(), None);
         cache.put("k", &compiled(10)).unwrap();
         assert_eq!(cache.get("k").unwrap(), Some(compiled(10)));
@@ -162,7 +211,7 @@ mod tests {
     #[test]
     fn least_recently_used_entries_go_past_the_bound() {
         let dir = tempfile::tempdir().unwrap();
-        let roomy = Cache::new(dir.path(), 1 << 30);
+        let roomy = Cache::new(dir.path(), 1 << 30, Duration::MAX);
         for (i, key) in ["a", "b", "c"].iter().enumerate() {
             roomy.put(key, &compiled(1000)).unwrap();
             let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64);
@@ -170,10 +219,28 @@ mod tests {
         }
         // a is used again: b is now the oldest.
         assert!(roomy.get("a").unwrap().is_some());
-        let cache = Cache::new(dir.path(), 2500);
-        cache.evict();
+        let cache = Cache::new(dir.path(), 2500, Duration::MAX);
+        assert_eq!(cache.evict().0, 1);
         assert!(cache.get("b").unwrap().is_none());
         assert!(cache.get("a").unwrap().is_some() && cache.get("c").unwrap().is_some());
         assert!(cache.size() <= 2500);
+    }
+
+    #[test]
+    fn entries_unused_past_the_ttl_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path(), 0, Duration::from_secs(60));
+        cache.put("old", &compiled(10)).unwrap();
+        cache.put("new", &compiled(10)).unwrap();
+        let two_minutes_ago = SystemTime::now() - Duration::from_secs(120);
+        fs::File::open(dir.path().join("old/entry.json")).unwrap().set_modified(two_minutes_ago).unwrap();
+        assert_eq!(cache.get("old").unwrap(), None, "an expired entry is a miss");
+        assert!(cache.get("new").unwrap().is_some());
+        let keys: Vec<String> = cache.list().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["new", "old"]);
+        assert_eq!(cache.evict(), (1, 10 + fs::metadata(dir.path().join("new/entry.json")).unwrap().len()));
+        assert_eq!(cache.list().len(), 1);
+        assert_eq!(cache.evict_all(true).0, 1);
+        assert!(cache.list().is_empty());
     }
 }

@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use containerd_shim_wasmedge::image::writer::Format;
+use containerd_shim_wasmedge::image::writer::{self, Format, Platform};
 
 use super::ctr::{self, Ctr};
-use super::util::{human_size, progress};
-use super::{cache, inspect as inspector, precompile, toolchains as tc, BuildOptions, Dirs, Lang};
+use super::util::progress;
+use containerd_shim_wasmedge::progress::human;
+use super::registry::RegistryArgs;
+use super::{cache, inspect as inspector, precompile, toolchains as tc, transfer, BuildOptions, Dirs, Lang};
 
 /// Where containerd is.
 #[derive(Args, Clone)]
@@ -32,7 +34,7 @@ impl ContainerdArgs {
 /// How to compile, shared by `build` and `run`.
 #[derive(Args, Clone)]
 pub struct CompileArgs {
-    /// Language: rust, c, c++, go, javascript, typescript, python, wasm (default: detected from
+    /// Language: rust, c, c++, go, javascript, typescript, assemblyscript, python, wasm (default: detected from
     /// the file extension or the project's manifest).
     #[arg(long)]
     lang: Option<String>,
@@ -42,12 +44,12 @@ pub struct CompileArgs {
     /// Compile even if the cache has the result (which is then replaced).
     #[arg(long)]
     no_cache: bool,
-    /// The compile cache (default $WASMEDGE_IMAGE_CACHE, else ~/.cache/wasmedge-image/builds).
+    /// Run Rust's build scripts and proc macros on this host (offline, as you) instead of in the
+    /// build sandbox, a runc container that needs root.
     #[arg(long)]
-    cache_dir: Option<PathBuf>,
-    /// Bound of the compile cache in MiB; least recently used entries go first.
-    #[arg(long, default_value_t = cache::DEFAULT_MAX_BYTES >> 20)]
-    cache_max_mb: u64,
+    no_sandbox: bool,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// Extra file for the image.
     #[arg(long = "file", value_name = "HOSTPATH:IMAGEPATH")]
     files: Vec<String>,
@@ -73,10 +75,12 @@ impl CompileArgs {
             compiler_args: self.compiler_args.clone(),
             files,
             no_cache: self.no_cache,
-            cache_max_bytes: self.cache_max_mb << 20,
+            no_sandbox: self.no_sandbox,
+            cache_max_bytes: self.cache.cache_max_mb << 20,
+            cache_ttl: Some(self.cache.ttl()?),
             ..Default::default()
         };
-        Ok((opts, Dirs::from_env(self.cache_dir.clone())))
+        Ok((opts, Dirs::from_env(self.cache.cache_dir.clone())))
     }
 }
 
@@ -100,6 +104,11 @@ pub struct BuildArgs {
     /// Load the image into Docker (docker load).
     #[arg(long)]
     load: bool,
+    /// Push the image to a registry as REF (e.g. registry.example.com/team/hello:v1).
+    #[arg(long, value_name = "REF")]
+    push: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Also compile the image's module into this node's AOT cache, so that its first container
     /// starts from compiled code (needs the runner, containerd-wasmedge-init, and root).
     #[arg(long)]
@@ -131,6 +140,10 @@ pub struct ImageConfigArgs {
     /// Manifest annotation (overrides the default module.wasm.image/variant=compat-smart).
     #[arg(long = "annotation", value_name = "K=V")]
     pub annotations: Vec<String>,
+    /// Platforms of the image's manifests, comma-separated (default: wasi/wasm,linux/amd64,
+    /// linux/arm64: one tag for ctr, Docker and Kubernetes alike).
+    #[arg(long, value_name = "OS/ARCH,...")]
+    pub platforms: Option<String>,
 }
 
 impl ImageConfigArgs {
@@ -144,11 +157,15 @@ impl ImageConfigArgs {
         }
         Ok(annotations)
     }
+
+    pub fn platforms(&self) -> Result<Vec<Platform>> {
+        self.platforms.as_deref().map_or(Ok(Vec::new()), Platform::parse_list)
+    }
 }
 
 pub fn build(a: BuildArgs) -> Result<()> {
-    if a.out.is_none() && !a.import && !a.load && !a.precompile {
-        bail!("nothing to do with the image: give --out FILE, --import, --load or --precompile");
+    if a.out.is_none() && !a.import && !a.load && !a.precompile && a.push.is_none() {
+        bail!("nothing to do with the image: give --out FILE, --import, --load, --push REF or --precompile");
     }
     let (mut opts, dirs) = a.compile.options()?;
     opts.entrypoint = (!a.entrypoint.is_empty()).then(|| a.entrypoint.clone());
@@ -156,6 +173,7 @@ pub fn build(a: BuildArgs) -> Result<()> {
     opts.env = a.config.env.clone();
     opts.workdir = a.config.workdir.clone();
     opts.annotations = a.config.annotations()?;
+    opts.platforms = a.config.platforms()?;
     let built = super::build(&a.src, &opts, &dirs)?;
     let image = &built.image;
     let size: u64 = image.layers().iter().map(|l| l.data.len() as u64).sum();
@@ -165,7 +183,7 @@ pub fn build(a: BuildArgs) -> Result<()> {
         built.lang,
         image.layers().len(),
         if image.layers().len() == 1 { "" } else { "s" },
-        human_size(size)
+        human(size)
     ));
     if let Some(out) = &a.out {
         image.save(a.format, out)?;
@@ -183,10 +201,13 @@ pub fn build(a: BuildArgs) -> Result<()> {
         ctr::docker_load(tmp.path())?;
         progress("loaded into Docker");
     }
+    if let Some(reference) = &a.push {
+        transfer::push(&transfer::upload_of_image(image), reference, &a.registry)?;
+    }
     if a.precompile {
         precompile::precompile_built(&built, a.aot_dir.as_deref())?;
     }
-    println!("{} {}", image.reference, image.manifest.digest);
+    println!("{} {}", image.reference, image.target().digest);
     Ok(())
 }
 
@@ -244,7 +265,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
 
 /// The entrypoint of an image in containerd, from its config.
 fn image_entrypoint(ctr: &Ctr, reference: &str) -> Result<Vec<String>> {
-    let report = inspector::inspect(reference, ctr)?;
+    let report = inspector::inspect(reference, ctr, &RegistryArgs::default())?;
     let image = &report["images"][0];
     let list = |v: &serde_json::Value| -> Vec<String> {
         v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
@@ -258,17 +279,20 @@ fn image_entrypoint(ctr: &Ctr, reference: &str) -> Result<Vec<String>> {
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// An image file (OCI tarball, docker-archive, layout directory) or an image in containerd.
+    /// An image file (OCI tarball, docker-archive, layout directory), an image in containerd, or
+    /// else an image in its registry.
     target: String,
     /// Print JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     containerd: ContainerdArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 pub fn inspect(a: InspectArgs) -> Result<()> {
-    let report = inspector::inspect(&a.target, &a.containerd.ctr())?;
+    let report = inspector::inspect(&a.target, &a.containerd.ctr(), &a.registry)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -293,11 +317,143 @@ pub fn precompile(a: PrecompileArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct ToolchainsArgs {
-    /// Languages (default: all): rust, c, c++, go, javascript, typescript, python.
+    /// Languages (default: all): rust, c, c++, go, javascript, typescript, assemblyscript, python.
     langs: Vec<String>,
 }
 
 pub fn toolchains(a: ToolchainsArgs) -> Result<()> {
     let langs = a.langs.iter().map(|l| l.parse::<Lang>()).collect::<Result<Vec<_>>>()?;
     tc::install(&langs, &Dirs::from_env(None))
+}
+
+/// The compile cache: where, how big, how long.
+#[derive(Args, Clone)]
+pub struct CacheArgs {
+    /// The compile cache (default $WASMEDGE_IMAGE_CACHE, else ~/.cache/wasmedge-image/builds).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Bound of the compile cache in MiB; least recently used entries go first.
+    #[arg(long, default_value_t = cache::DEFAULT_MAX_BYTES >> 20)]
+    cache_max_mb: u64,
+    /// Seconds an entry is kept after its last use (default $WASM_CACHE_TTL, else 3600).
+    #[arg(long, value_name = "SECONDS")]
+    cache_ttl: Option<u64>,
+}
+
+impl CacheArgs {
+    fn ttl(&self) -> Result<std::time::Duration> {
+        let secs = match (self.cache_ttl, std::env::var("WASM_CACHE_TTL")) {
+            (Some(secs), _) => secs,
+            (None, Ok(v)) if !v.is_empty() => {
+                v.trim().parse().with_context(|| format!("WASM_CACHE_TTL={v:?} is not a number of seconds"))?
+            }
+            _ => return Ok(cache::DEFAULT_TTL),
+        };
+        Ok(std::time::Duration::from_secs(secs))
+    }
+
+    fn open(&self) -> Result<cache::Cache> {
+        let dirs = Dirs::from_env(self.cache_dir.clone());
+        Ok(cache::Cache::new(&dirs.cache, self.cache_max_mb << 20, self.ttl()?))
+    }
+}
+
+#[derive(Args)]
+pub struct CacheCommandArgs {
+    #[command(subcommand)]
+    action: CacheAction,
+}
+
+#[derive(clap::Subcommand)]
+enum CacheAction {
+    /// List the entries: key, size, last use, entrypoint; most recently used first.
+    Ls {
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
+    /// Remove the entries past the TTL or the size bound (every entry with --all).
+    Prune {
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
+}
+
+pub fn cache(a: CacheCommandArgs) -> Result<()> {
+    match a.action {
+        CacheAction::Ls { cache } => {
+            let cache = cache.open()?;
+            let now = std::time::SystemTime::now();
+            for e in cache.list() {
+                let age = now.duration_since(e.last_use).unwrap_or_default().as_secs();
+                println!("{}  {:>10}  {:>6}s ago  {}", e.key, human(e.bytes), age, e.entrypoint.join(" "));
+            }
+        }
+        CacheAction::Prune { all, cache } => {
+            let (count, bytes) = cache.open()?.evict_all(all);
+            progress(&format!("removed {count} entr{} ({})", if count == 1 { "y" } else { "ies" }, human(bytes)));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// The image: an OCI tarball, a layout directory or an image in containerd (`build --import`).
+    src: String,
+    /// Where to: REGISTRY/REPOSITORY:TAG.
+    reference: String,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    containerd: ContainerdArgs,
+}
+
+pub fn push(a: PushArgs) -> Result<()> {
+    let pushed = transfer::push_source(&a.src, &a.reference, &a.containerd.ctr(), &a.registry)?;
+    println!("{} {}", writer::normalize_reference(&a.reference)?, pushed.digest);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// The image: REGISTRY/REPOSITORY:TAG.
+    reference: String,
+    /// The platform to take from a multi-platform image.
+    #[arg(long, default_value = "wasi/wasm")]
+    platform: Platform,
+    /// Output tarball, or directory for --format layout.
+    #[arg(long)]
+    out: PathBuf,
+    /// oci: OCI-layout tarball (ctr image import); layout: OCI layout directory.
+    #[arg(long, default_value = "oci")]
+    format: Format,
+    /// Refuse images whose layers are larger than this, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    max_size_mb: u64,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+pub fn pull(a: PullArgs) -> Result<()> {
+    if a.format == Format::Docker {
+        bail!("pull writes --format oci or layout");
+    }
+    let (index, blobs) = transfer::pull(&a.reference, &a.platform, a.max_size_mb << 20, &a.registry)?;
+    let blobs: Vec<&writer::Blob> = blobs.iter().collect();
+    writer::save_layout(&index, &blobs, a.format, &a.out)?;
+    progress(&format!("wrote {}", a.out.display()));
+    Ok(())
+}
+
+/// `languages`: one JSON object a line for each language: its name, aliases, and the extension
+/// of a one-file program (how the execute service names the code it builds).
+pub fn languages() -> Result<()> {
+    // Only the languages a one-file program can be written in.
+    for lang in Lang::ALL.into_iter().filter(|l| l.extension().is_some()) {
+        let line = serde_json::json!({"name": lang.name(), "aliases": lang.aliases(), "extension": lang.extension()});
+        println!("{line}");
+    }
+    Ok(())
 }

@@ -1,90 +1,66 @@
 //! `inspect`: what an image is — name, platform, layers and their files, entrypoint, and whether
 //! the shim takes it for wasm and why — from an OCI tarball, a layout directory or containerd.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fs;
+use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::ctr::Ctr;
-use super::util::human_size;
+use super::registry::RegistryArgs;
+use super::store::{self, Opened};
+use containerd_shim_wasmedge::progress::human;
 use containerd_shim_wasmedge::image::detect::{self, Evidence, ImageFacts, Kind};
 
-/// Where the blobs are.
-enum Store<'a> {
-    /// A tarball or layout directory, read whole: path in the layout -> bytes.
-    Files(BTreeMap<String, Vec<u8>>),
-    Containerd(&'a Ctr),
-}
-
-impl Store<'_> {
-    fn blob(&self, digest: &str) -> Result<Vec<u8>> {
-        match self {
-            Store::Files(files) => {
-                let path = format!("blobs/{}", digest.replacen(':', "/", 1));
-                files.get(&path).cloned().with_context(|| format!("blob {digest} is not in the image"))
-            }
-            Store::Containerd(ctr) => ctr.content(digest),
-        }
-    }
-}
-
-/// Reads an OCI-layout tarball (or docker-archive with index.json) or a layout directory.
-fn read_layout(path: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
-    let mut files = BTreeMap::new();
-    if path.is_dir() {
-        for (rel, full) in super::util::walk(path)? {
-            files.insert(rel, fs::read(full)?);
-        }
-    } else {
-        let mut archive = tar::Archive::new(fs::File::open(path)?);
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            if !entry.header().entry_type().is_file() {
-                continue;
-            }
-            let name = entry.path()?.to_string_lossy().trim_start_matches("./").to_string();
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data)?;
-            files.insert(name, data);
-        }
-    }
-    Ok(files)
-}
-
 /// A report of `target`: a path to an image file, else an image name in containerd.
-pub fn inspect(target: &str, ctr: &Ctr) -> Result<Value> {
-    let path = Path::new(target);
-    let (store, index, name) = if path.exists() {
-        let files = read_layout(path).with_context(|| format!("reading {target}"))?;
-        let index = files.get("index.json").with_context(|| format!("{target} has no index.json: not an OCI layout"))?;
-        let index: Value = serde_json::from_slice(index).context("parsing index.json")?;
-        (Store::Files(files), index, None)
-    } else {
-        let reference = containerd_shim_wasmedge::image::writer::normalize_reference(target).unwrap_or_else(|_| target.to_string());
-        let (media_type, digest) = ctr.image_target(&reference)?;
-        let store = Store::Containerd(ctr);
-        let top: Value = serde_json::from_slice(&store.blob(&digest)?)?;
-        let index = if media_type.contains("index") || top["manifests"].is_array() {
-            top
-        } else {
-            json!({"manifests": [{"mediaType": media_type, "digest": digest}]})
-        };
-        (store, index, Some(reference))
-    };
+pub fn inspect(target: &str, ctr: &Ctr, registry: &RegistryArgs) -> Result<Value> {
+    let Opened { store, index, name } = store::open(target, ctr, registry)?;
 
-    let mut images = Vec::new();
+    // The manifests, by platform: an index.json entry may name a multi-platform index.
+    let mut entries = Vec::new();
     for desc in index["manifests"].as_array().context("index.json has no manifests")? {
         let digest = desc["digest"].as_str().context("manifest without digest")?;
-        let manifest: Value = serde_json::from_slice(&store.blob(digest)?)?;
-        if manifest["manifests"].is_array() {
-            bail!("nested image indexes are not supported");
+        let doc: Value = serde_json::from_slice(&store.blob(digest)?)?;
+        match doc["manifests"].as_array() {
+            Some(inner) => {
+                for d in inner {
+                    let digest = d["digest"].as_str().context("manifest without digest")?;
+                    // containerd keeps the content of the platforms it imported or pulled only, and
+                    // may collect the others while we read: each manifest is read with its config
+                    // once, or skipped.
+                    let read = |digest: &str| -> Option<Value> { serde_json::from_slice(&store.blob(digest).ok()?).ok() };
+                    let Some(manifest) = read(digest) else {
+                        log::debug!("manifest {digest} is not in the store");
+                        continue;
+                    };
+                    if manifest["manifests"].is_array() {
+                        bail!("image indexes nested more than once are not supported");
+                    }
+                    let Some(config) = read(manifest["config"]["digest"].as_str().unwrap_or_default()) else {
+                        log::debug!("the config of manifest {digest} is not in the store");
+                        continue;
+                    };
+                    // The outer entry names the image.
+                    let mut d = d.clone();
+                    d["annotations"] = desc["annotations"].clone();
+                    entries.push((d, manifest, config));
+                }
+            }
+            None => {
+                let config_digest = doc["config"]["digest"].as_str().context("manifest without config")?;
+                let config: Value = serde_json::from_slice(&store.blob(config_digest)?).context("parsing the image config")?;
+                entries.push((desc.clone(), doc, config));
+            }
         }
-        let config_digest = manifest["config"]["digest"].as_str().context("manifest without config")?;
-        let config: Value = serde_json::from_slice(&store.blob(config_digest)?)?;
+    }
+
+    if entries.is_empty() {
+        bail!("none of the image's manifests is in the store");
+    }
+    let mut images = Vec::new();
+    for (desc, manifest, config) in &entries {
+        let digest = desc["digest"].as_str().context("manifest without digest")?;
         let run = &config["config"];
         let strings = |v: &Value| -> Vec<String> {
             v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
@@ -219,7 +195,7 @@ pub fn render(report: &Value) -> String {
                 "  {}. {} {} {}\n",
                 i + 1,
                 &digest[..digest.len().min(19)],
-                human_size(layer["size"].as_u64().unwrap_or(0)),
+                human(layer["size"].as_u64().unwrap_or(0)),
                 layer["mediaType"].as_str().unwrap_or("")
             );
             let files = layer["files"].as_array().cloned().unwrap_or_default();
@@ -227,7 +203,7 @@ pub fn render(report: &Value) -> String {
                 out += &format!(
                     "       {} ({})\n",
                     f["path"].as_str().unwrap_or(""),
-                    human_size(f["size"].as_u64().unwrap_or(0))
+                    human(f["size"].as_u64().unwrap_or(0))
                 );
             }
             if files.len() > 12 {

@@ -10,13 +10,14 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::util::{self, progress, run_tool, stdout_of, which, Hasher};
-use super::{ext_of, Compiled, Dirs, Lang, Source, Toolchain};
+use super::util::{self, run_tool, stdout_of, which, Hasher};
+use super::pins;
+use super::{deps, ext_of, Compiled, Dirs, Lang, Source, Toolchain};
 use containerd_shim_wasmedge::image::writer::{Blob, Layer, LayerFile};
+use containerd_shim_wasmedge::progress::Progress;
 use oci_spec::image::MediaType;
 
 /// Where the runtime module is in an image.
@@ -52,12 +53,11 @@ pub fn toolchain(lang: Lang, dirs: &Dirs) -> Result<Toolchain> {
     })
 }
 
-/// esbuild from PATH, or the one `toolchains typescript` put under the toolchains directory.
+/// The pinned esbuild, which `toolchains javascript` installs with the other npm tools; never
+/// another one on PATH, whose version the pins do not fix.
 pub fn esbuild(dirs: &Dirs) -> Option<PathBuf> {
-    which("esbuild").or_else(|| {
-        let local = dirs.toolchains.join("npm/node_modules/.bin/esbuild");
-        local.exists().then_some(local)
-    })
+    let esbuild = pins::npm_tools(dirs)?.join(".bin/esbuild");
+    (esbuild.exists() && which("node").is_some()).then_some(esbuild)
 }
 
 /// The key of the runtime: its sources and the compilers that build it.
@@ -87,8 +87,7 @@ pub fn runtime_layer(dirs: &Dirs) -> Result<Layer> {
     if !super::rust::target_installed().unwrap_or(false) || which("clang").is_none() {
         bail!("the JavaScript runtime is built with Rust (wasm32-wasip1) and clang: run `wasmedge-image toolchains javascript`");
     }
-    progress("building the JavaScript runtime (QuickJS → wasm32-wasip1): once per machine, about a minute");
-    let started = Instant::now();
+    let building = Progress::step("building the JavaScript runtime (QuickJS → wasm32-wasip1), once per machine, about a minute");
     let src = home.join("src");
     for (name, text) in RUNTIME_SOURCES {
         let path = src.join(name);
@@ -114,7 +113,7 @@ pub fn runtime_layer(dirs: &Dirs) -> Result<Layer> {
     let module = fs::read(target.join("wasm32-wasip1/release/wasmedge-js-runtime.wasm"))?;
     let layer = Layer::from_files(&[LayerFile { path: RUNTIME_PATH.into(), data: module, mode: 0o755 }])?;
     store_layer(&dir, &layer)?;
-    progress(&format!("JavaScript runtime ready in {:.0}s", started.elapsed().as_secs_f64()));
+    building.finish();
     Ok(layer)
 }
 
@@ -190,15 +189,23 @@ pub fn compile(lang: Lang, src: &Source, args: &[String], dirs: &Dirs, work: &Pa
             dir_entry(&src.path)?
         };
         let out = work.join("main.mjs");
-        run_tool(
-            Command::new(esbuild)
-                .arg(&entry)
-                .args(["--bundle", "--format=esm", "--platform=node", "--target=es2022", "--log-level=warning"])
-                .arg(format!("--outfile={}", out.display()))
-                .args(args)
-                .current_dir(src.dir()),
-            "esbuild",
-        )?;
+        let metafile = work.join("meta.json");
+        let mut cmd = Command::new(esbuild);
+        cmd.arg(&entry)
+            .args(["--bundle", "--format=esm", "--platform=node", "--target=es2022", "--log-level=warning"])
+            .arg(format!("--outfile={}", out.display()))
+            .arg(format!("--metafile={}", metafile.display()))
+            .args(args)
+            .current_dir(src.dir());
+        if !src.is_file && deps::has_npm_dependencies(&src.path)? {
+            // esbuild finds the packages through NODE_PATH, in their shared installation.
+            cmd.env("NODE_PATH", deps::npm_modules(&src.path, dirs)?);
+        }
+        run_tool(&mut cmd, "esbuild")?;
+        let missing = deps::missing_node_modules(&metafile)?;
+        if !missing.is_empty() {
+            bail!("the program needs Node modules the runtime does not offer (it has fs and process): {}", missing.join(", "));
+        }
         files.push(LayerFile { path: format!("{APP_DIR}/main.mjs"), data: fs::read(&out)?, mode: 0o644 });
         if !src.is_file {
             files.extend(data_files(&src.path)?);

@@ -1,4 +1,5 @@
-//! The build helper: source code in Rust, C, C++, Go, JavaScript, TypeScript or Python in, a
+//! The build helper: source code in Rust, C, C++, Go, JavaScript, TypeScript, AssemblyScript or
+//! Python in, a
 //! `wasi/wasm` OCI image out.
 //!
 //! The way of one build: detect the language ([`detect`]) → make sure its toolchain is there
@@ -15,17 +16,24 @@
 //! the program's files under `/app`, with the runtime as the entrypoint and the script as its
 //! first argument.
 
+pub mod assemblyscript;
 pub mod c;
 pub mod cache;
 pub mod cli;
 pub mod ctr;
+pub mod deps;
 pub mod go;
 pub mod inspect;
-pub mod precompile;
 pub mod js;
+pub mod pins;
+pub mod precompile;
 pub mod python;
+pub mod registry;
 pub mod rust;
+mod sandbox;
+pub mod store;
 pub mod toolchains;
+pub mod transfer;
 mod util;
 
 use std::collections::BTreeMap;
@@ -36,7 +44,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use containerd_shim_wasmedge::image::writer::{self, Image, ImageSpec, Layer, LayerFile};
+use containerd_shim_wasmedge::image::writer::{self, Image, ImageSpec, Layer, LayerFile, Platform};
 pub use util::progress;
 
 /// The languages the helper builds.
@@ -48,19 +56,21 @@ pub enum Lang {
     Go,
     JavaScript,
     TypeScript,
+    AssemblyScript,
     Python,
     /// An already compiled module: packed as it is.
     Wasm,
 }
 
 impl Lang {
-    pub const ALL: [Lang; 8] = [
+    pub const ALL: [Lang; 9] = [
         Lang::Rust,
         Lang::C,
         Lang::Cpp,
         Lang::Go,
         Lang::JavaScript,
         Lang::TypeScript,
+        Lang::AssemblyScript,
         Lang::Python,
         Lang::Wasm,
     ];
@@ -74,6 +84,7 @@ impl Lang {
             Lang::Go => "go",
             Lang::JavaScript => "javascript",
             Lang::TypeScript => "typescript",
+            Lang::AssemblyScript => "assemblyscript",
             Lang::Python => "python",
             Lang::Wasm => "wasm",
         }
@@ -88,9 +99,26 @@ impl Lang {
             Lang::Go => &["golang"],
             Lang::JavaScript => &["js", "node"],
             Lang::TypeScript => &["ts"],
+            Lang::AssemblyScript => &["as"],
             Lang::Python => &["py", "python3"],
             Lang::Wasm => &[],
         }
+    }
+
+    /// The extension of a one-file program in this language; none for AssemblyScript, whose
+    /// programs are projects (an `asconfig.json` or an `assembly/` directory).
+    pub fn extension(self) -> Option<&'static str> {
+        Some(match self {
+            Lang::Rust => "rs",
+            Lang::C => "c",
+            Lang::Cpp => "cpp",
+            Lang::Go => "go",
+            Lang::JavaScript => "js",
+            Lang::TypeScript => "ts",
+            Lang::Python => "py",
+            Lang::Wasm => "wasm",
+            Lang::AssemblyScript => return None,
+        })
     }
 
     /// `rust, c, c++ (cpp), ...`: what an error about an unknown language lists.
@@ -161,6 +189,10 @@ pub fn detect(src: &Path) -> Result<Lang> {
     }
     if has("go.mod") {
         return Ok(Lang::Go);
+    }
+    // Before package.json and tsconfig.json, which AssemblyScript projects have too.
+    if has("asconfig.json") || src.join("assembly").is_dir() {
+        return Ok(Lang::AssemblyScript);
     }
     if has("tsconfig.json") {
         return Ok(Lang::TypeScript);
@@ -309,10 +341,17 @@ pub struct BuildOptions {
     /// Extra files, `(host path, absolute image path)`.
     pub files: Vec<(PathBuf, String)>,
     pub annotations: BTreeMap<String, String>,
+    /// Platforms of the image's manifests (empty: the default ones).
+    pub platforms: Vec<Platform>,
     /// Do not look the compile up in the cache (the result is still stored).
     pub no_cache: bool,
+    /// Run the steps that run package code (Rust's build scripts and proc macros) on this host
+    /// instead of in the build sandbox.
+    pub no_sandbox: bool,
     /// Bound of the compile cache in bytes.
     pub cache_max_bytes: u64,
+    /// How long a compile is kept after its last use (default [`cache::DEFAULT_TTL`]).
+    pub cache_ttl: Option<std::time::Duration>,
 }
 
 /// The result of [`build`].
@@ -331,17 +370,23 @@ pub fn build(src: &Path, opts: &BuildOptions, dirs: &Dirs) -> Result<Built> {
         None => detect(&source.path)?,
     };
     let toolchain = toolchain(lang, dirs)?;
+    let mut base_layers = toolchain.base_layers.clone();
+    base_layers.extend(dependency_layers(lang, &source, dirs)?);
 
     let mut key = util::Hasher::new("wasmedge-image compile v1");
     key.field(lang.name());
     key.field(&toolchain.version);
+    key.field(&pins::digest());
+    for layer in &base_layers {
+        key.field(&layer.diff_id);
+    }
     for a in &opts.compiler_args {
         key.field(a);
     }
     key.field(&source.digest()?);
     let key = key.hex();
 
-    let cache = cache::Cache::new(&dirs.cache, opts.cache_max_bytes);
+    let cache = cache::Cache::new(&dirs.cache, opts.cache_max_bytes, opts.cache_ttl.unwrap_or(cache::DEFAULT_TTL));
     let short = &key[..12];
     let cached = if opts.no_cache { None } else { cache.get(&key)? };
     let compiled = match cached {
@@ -381,7 +426,8 @@ pub fn build(src: &Path, opts: &BuildOptions, dirs: &Dirs) -> Result<Built> {
         env,
         working_dir: opts.workdir.clone(),
         annotations: opts.annotations.clone(),
-        base_layers: toolchain.base_layers.clone(),
+        base_layers,
+        platforms: opts.platforms.clone(),
         ..Default::default()
     };
     let image = writer::build(&spec)?;
@@ -395,17 +441,31 @@ pub fn toolchain(lang: Lang, dirs: &Dirs) -> Result<Toolchain> {
         Lang::C | Lang::Cpp => c::toolchain(lang),
         Lang::Go => go::toolchain(),
         Lang::JavaScript | Lang::TypeScript => js::toolchain(lang, dirs),
+        Lang::AssemblyScript => assemblyscript::toolchain(dirs),
         Lang::Python => python::toolchain(dirs),
         Lang::Wasm => Ok(Toolchain { version: "none".into(), base_layers: vec![] }),
     }
 }
 
+/// The layers of a program's dependencies: a Python project's pure wheels (shared by every
+/// image with the same requirements). Other languages compile theirs into the program.
+fn dependency_layers(lang: Lang, src: &Source, dirs: &Dirs) -> Result<Vec<Layer>> {
+    if lang != Lang::Python {
+        return Ok(vec![]);
+    }
+    match deps::python_requirements(src)? {
+        Some(requirements) => Ok(vec![deps::python_layer(&requirements, dirs)?]),
+        None => Ok(vec![]),
+    }
+}
+
 fn compile(lang: Lang, src: &Source, opts: &BuildOptions, dirs: &Dirs, work: &Path) -> Result<Compiled> {
     match lang {
-        Lang::Rust => rust::compile(src, &opts.compiler_args, dirs, work),
+        Lang::Rust => rust::compile(src, &opts.compiler_args, opts.no_sandbox, dirs, work),
         Lang::C | Lang::Cpp => c::compile(lang, src, &opts.compiler_args, work),
         Lang::Go => go::compile(src, &opts.compiler_args, work),
         Lang::JavaScript | Lang::TypeScript => js::compile(lang, src, &opts.compiler_args, dirs, work),
+        Lang::AssemblyScript => assemblyscript::compile(src, &opts.compiler_args, dirs, work),
         Lang::Python => python::compile(src),
         Lang::Wasm => {
             ensure!(src.is_file, "--lang wasm takes a .wasm file, not a directory");
@@ -458,6 +518,11 @@ mod tests {
         }
         assert_eq!("JS".parse::<Lang>().unwrap(), Lang::JavaScript);
         assert_eq!("cpp".parse::<Lang>().unwrap(), Lang::Cpp);
+        for lang in Lang::ALL {
+            if let Some(ext) = lang.extension() {
+                assert_eq!(Lang::from_extension(ext), Some(lang));
+            }
+        }
         let err = "cobol".parse::<Lang>().unwrap_err().to_string();
         assert!(err.contains("unknown language \"cobol\""), "{err}");
         assert!(err.contains("rust (rs), c, c++ (cpp), go (golang), javascript (js)"), "{err}");
@@ -501,6 +566,9 @@ mod tests {
         assert_eq!(detect(mk(&[("main.c", ""), ("util.cpp", "")]).path()).unwrap(), Lang::Cpp);
         assert_eq!(detect(mk(&[("main.c", ""), ("target/x.rs", "")]).path()).unwrap(), Lang::C);
         assert_eq!(detect(mk(&[("main.py", ""), ("lib.js", "")]).path()).unwrap(), Lang::Python);
+        let as_project = [("asconfig.json", "{}"), ("package.json", "{}"), ("assembly/index.ts", "")];
+        assert_eq!(detect(mk(&as_project).path()).unwrap(), Lang::AssemblyScript);
+        assert_eq!(detect(mk(&[("assembly/index.ts", ""), ("tsconfig.json", "")]).path()).unwrap(), Lang::AssemblyScript);
     }
 
     #[test]

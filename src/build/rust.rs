@@ -1,4 +1,5 @@
-//! Rust → wasm32-wasip1: `cargo build --release` for a crate, `rustc` for a single file.
+//! Rust → wasm32-wasip1: `cargo build --release` for a crate (in the build sandbox: it runs
+//! build scripts and proc macros), `rustc` for a single file (which runs no package code).
 
 use std::fs;
 use std::path::Path;
@@ -6,7 +7,9 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use super::util::{run_tool, stdout_of, which};
+use super::sandbox::{self, Step};
+use super::util::{progress, run_tool, stdout_of, which, Hasher};
+use containerd_shim_wasmedge::progress::Progress;
 use super::{module_at_app_wasm, Compiled, Dirs, Source, Toolchain};
 
 pub const TARGET: &str = "wasm32-wasip1";
@@ -30,31 +33,61 @@ pub fn target_installed() -> Result<bool> {
     }))
 }
 
-pub fn compile(src: &Source, args: &[String], dirs: &Dirs, work: &Path) -> Result<Compiled> {
+pub fn compile(src: &Source, compiler_args: &[String], no_sandbox: bool, dirs: &Dirs, work: &Path) -> Result<Compiled> {
     if src.is_file {
-        return compile_file(src, args, work);
+        return compile_file(src, compiler_args, work);
     }
     let manifest = src.path.join("Cargo.toml");
     if !manifest.exists() {
         bail!("{} has no Cargo.toml; give a crate directory or a .rs file", src.path.display());
     }
-    // One target directory for every crate: dependencies compiled once serve every build.
-    let target_dir = dirs.toolchains.join("cargo-target");
-    let mut cmd = Command::new("cargo");
-    cmd.args(["build", "--release", "--target", TARGET, "--message-format", "json-render-diagnostics"])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .args(args)
-        .current_dir(&src.path)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    // Dependencies come from crates.io by `cargo fetch`, which runs no package code. The build
+    // runs build scripts and proc macros: in the build sandbox, which reads the crate and the
+    // toolchains and writes only the crate's target directory, with no network; or, with
+    // --no-sandbox, on this host, offline and without network where a namespace can be made.
+    let locked = src.path.join("Cargo.lock").exists();
+    let fetching = Progress::step("cargo fetch (crates.io)");
+    run_tool(
+        Command::new("cargo").arg("fetch").args(locked.then_some("--locked")).arg("--manifest-path").arg(&manifest),
+        "cargo fetch",
+    )?;
+    fetching.finish();
+    // A target directory per crate: kept between builds, and never shared with another crate's
+    // build scripts.
+    let crate_dir = fs::canonicalize(&src.path).with_context(|| format!("resolving {}", src.path.display()))?;
+    let mut key = Hasher::new("cargo target");
+    key.field(&crate_dir.to_string_lossy());
+    let target_dir = dirs.toolchains.join("cargo-target").join(&key.hex()[..16]);
+    fs::create_dir_all(&target_dir).with_context(|| format!("creating {}", target_dir.display()))?;
+    let mut args: Vec<String> = ["build", "--offline", "--locked", "--release", "--target", TARGET, "--message-format", "json-render-diagnostics"]
+        .map(String::from)
+        .to_vec();
+    args.extend(["--manifest-path".into(), manifest.to_string_lossy().into_owned()]);
+    args.extend(["--target-dir".into(), target_dir.to_string_lossy().into_owned()]);
+    args.extend(compiler_args.iter().cloned());
     // stdout is cargo's JSON (artifact paths); diagnostics are rendered on stderr as usual.
-    let out = cmd.output().context("cannot run cargo")?;
+    let building = Progress::step(if no_sandbox { "cargo build (offline, on this host)" } else { "cargo build (offline, in the build sandbox)" });
+    let out = if no_sandbox {
+        without_network("cargo")
+            .args(&args)
+            .current_dir(&crate_dir)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .output()
+            .context("cannot run cargo")?
+    } else {
+        let step = Step {
+            args: [vec!["cargo".to_string()], args].concat(),
+            cwd: crate_dir.clone(),
+            read_only: vec![crate_dir.clone()],
+            writable: vec![target_dir.clone()],
+        };
+        sandbox::output(step, dirs)?
+    };
+    building.finish();
     if !out.status.success() {
         bail!("cargo build failed ({})", out.status);
     }
@@ -79,6 +112,22 @@ pub fn compile(src: &Source, args: &[String], dirs: &Dirs, work: &Path) -> Resul
     };
     let data = fs::read(&module).with_context(|| format!("reading {module}"))?;
     Ok(module_at_app_wasm(data))
+}
+
+/// `program` in a new network namespace with no interface up (`unshare --net`, as root, else
+/// in a user namespace of its own); when neither can be made here, as it is, with a warning.
+fn without_network(program: &str) -> Command {
+    let root = nix::unistd::geteuid().is_root();
+    let unshare: &[&str] = if root { &["--net"] } else { &["--user", "--map-current-user", "--net"] };
+    let works = which("unshare").is_some()
+        && Command::new("unshare").args(unshare).arg("true").stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !works {
+        progress("warning: no network namespace can be made here: the build runs offline but not cut off");
+        return Command::new(program);
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args(unshare).arg("--").arg(program);
+    cmd
 }
 
 fn compile_file(src: &Source, args: &[String], work: &Path) -> Result<Compiled> {

@@ -10,11 +10,19 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use super::util::{progress, run_tool, stdout_of, which};
-use super::{c, go, js, python, rust, Dirs, Lang};
+use super::{assemblyscript, c, go, js, pins, python, rust, Dirs, Lang};
 
 /// Languages `toolchains` installs when none is named.
-pub const ALL: &[Lang] =
-    &[Lang::Rust, Lang::C, Lang::Cpp, Lang::Go, Lang::JavaScript, Lang::TypeScript, Lang::Python];
+pub const ALL: &[Lang] = &[
+    Lang::Rust,
+    Lang::C,
+    Lang::Cpp,
+    Lang::Go,
+    Lang::JavaScript,
+    Lang::TypeScript,
+    Lang::AssemblyScript,
+    Lang::Python,
+];
 
 struct Apt {
     updated: Cell<bool>,
@@ -102,10 +110,14 @@ fn install_one(lang: Lang, dirs: &Dirs, apt: &Apt) -> Result<String> {
                 apt.install(&["clang", "lld", "wasi-libc"])?;
             }
             if js::esbuild(dirs).is_none() {
-                install_esbuild(dirs, apt)?;
+                install_npm_tools(dirs, apt)?;
             }
             let tc = js::toolchain(lang, dirs)?;
             Ok(first_line(&tc.version))
+        }
+        Lang::AssemblyScript => {
+            install_npm_tools(dirs, apt)?;
+            Ok(assemblyscript::toolchain(dirs)?.version)
         }
         Lang::Python => {
             let has_pip = |py: &str| {
@@ -137,22 +149,12 @@ fn install_rust(apt: &Apt) -> Result<String> {
     Ok(tc.version.lines().find(|l| l.starts_with("release:")).unwrap_or("").trim().to_string() + ", " + rust::TARGET)
 }
 
-/// esbuild from Debian, else from npm into the toolchains directory.
-fn install_esbuild(dirs: &Dirs, apt: &Apt) -> Result<()> {
-    if apt.install(&["esbuild"]).is_ok() && js::esbuild(dirs).is_some() {
-        return Ok(());
-    }
-    if which("npm").is_none() {
+/// The pinned npm tools (asc, its WASI shim, esbuild), with node and npm from Debian.
+fn install_npm_tools(dirs: &Dirs, apt: &Apt) -> Result<()> {
+    if which("node").is_none() || which("npm").is_none() {
         apt.install(&["nodejs", "npm"])?;
     }
-    let prefix = dirs.toolchains.join("npm");
-    std::fs::create_dir_all(&prefix)?;
-    progress("npm install esbuild");
-    run_tool(
-        Command::new("npm").args(["install", "--no-audit", "--no-fund", "--prefix"]).arg(&prefix).arg("esbuild"),
-        "npm install esbuild",
-    )?;
-    js::esbuild(dirs).map(|_| ()).context("npm installed no esbuild")
+    pins::install_npm_tools(dirs).map(|_| ())
 }
 
 fn clang_major() -> Option<String> {

@@ -42,33 +42,105 @@ impl Hasher {
     }
 }
 
-/// Every regular file under `dir` as (relative path with `/`, full path), sorted, skipping
-/// [`IGNORED_DIRS`] and symlinks that point outside `dir`.
-pub fn walk(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let mut out = Vec::new();
-    walk_into(dir, "", &mut out)?;
-    out.sort();
-    Ok(out)
+/// Bounds of what a walk takes in: a source is code and its data, not a disk image.
+pub struct Limits {
+    pub file_bytes: u64,
+    pub total_bytes: u64,
 }
 
-fn walk_into(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
-    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
-        let meta = fs::metadata(&path); // follows symlinks
-        let Ok(meta) = meta else { continue };
-        if meta.is_dir() {
-            if IGNORED_DIRS.contains(&name.as_str()) || entry.file_type()?.is_symlink() {
-                continue;
+/// The bounds of sources: 64 MiB a file, 256 MiB in all.
+pub const SOURCE_LIMITS: Limits = Limits { file_bytes: 64 << 20, total_bytes: 256 << 20 };
+
+/// Every regular file under `dir` as (relative path with `/`, full path), sorted, skipping
+/// [`IGNORED_DIRS`], within [`SOURCE_LIMITS`]. See [`walk_bounded`].
+pub fn walk(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    walk_bounded(dir, &SOURCE_LIMITS)
+}
+
+/// Every regular file under `dir`, sorted, skipping [`IGNORED_DIRS`]. Sources stay sources: a
+/// symbolic link is taken only when it resolves inside `dir` (a file; links to directories are
+/// skipped, they would only repeat the tree); one that leaves `dir` or leads nowhere, a fifo,
+/// a socket or a device is an error naming it, and so is a file or a total past `limits`.
+pub fn walk_bounded(dir: &Path, limits: &Limits) -> Result<Vec<(String, PathBuf)>> {
+    let root = fs::canonicalize(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let mut walk = Walk { root, limits, total: 0, out: Vec::new() };
+    walk.dir(dir, "")?;
+    walk.out.sort();
+    Ok(walk.out)
+}
+
+struct Walk<'a> {
+    root: PathBuf,
+    limits: &'a Limits,
+    total: u64,
+    out: Vec<(String, PathBuf)>,
+}
+
+impl Walk<'_> {
+    fn dir(&mut self, dir: &Path, prefix: &str) -> Result<()> {
+        for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+            let kind = entry.file_type().with_context(|| format!("reading {}", path.display()))?;
+            if kind.is_dir() {
+                if !IGNORED_DIRS.contains(&name.as_str()) {
+                    self.dir(&path, &rel)?;
+                }
+            } else if kind.is_symlink() {
+                let target = fs::read_link(&path).unwrap_or_default();
+                let resolved = fs::canonicalize(&path).ok().filter(|t| t.starts_with(&self.root));
+                let Some(resolved) = resolved else {
+                    bail!(
+                        "{}: a symbolic link to {}, which is not inside the source directory; sources must stay inside it",
+                        path.display(),
+                        target.display()
+                    );
+                };
+                if resolved.is_file() {
+                    self.file(rel, path)?;
+                }
+            } else if kind.is_file() {
+                self.file(rel, path)?;
+            } else {
+                bail!("{}: a {} is not a source file", path.display(), special_kind(&kind));
             }
-            walk_into(&path, &rel, out)?;
-        } else if meta.is_file() {
-            out.push((rel, path));
         }
+        Ok(())
     }
-    Ok(())
+
+    fn file(&mut self, rel: String, path: PathBuf) -> Result<()> {
+        let size = fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?.len();
+        let mib = |b: u64| b >> 20;
+        if size > self.limits.file_bytes {
+            bail!("{}: {} MiB, over the bound of {} MiB a source file", path.display(), mib(size), mib(self.limits.file_bytes));
+        }
+        self.total += size;
+        if self.total > self.limits.total_bytes {
+            bail!(
+                "{}: the sources pass the bound of {} MiB in all (at {})",
+                self.root.display(),
+                mib(self.limits.total_bytes),
+                path.display()
+            );
+        }
+        self.out.push((rel, path));
+        Ok(())
+    }
+}
+
+fn special_kind(kind: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "fifo"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
 }
 
 pub fn mode(path: &Path) -> Result<u32> {
@@ -162,11 +234,3 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Human size: 932 KB, 20.3 MB.
-pub fn human_size(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / (1 << 20) as f64),
-        n if n >= 1 << 10 => format!("{} KB", n >> 10),
-        n => format!("{n} B"),
-    }
-}

@@ -6,7 +6,7 @@
 //! An entry is universal wasm: the module with its native code in a custom section, which
 //! WasmEdge loads from memory. So the container process reads its entry while it still sees the
 //! host, and loads it only once it is confined, with no path to the cache left. Compiling is
-//! [`compile`], which runs in the compile sandbox (`container::compile`), never in a container.
+//! [`compile`], which runs in the compile sandbox (`process::compile`), never in a container.
 use super::depth;
 use anyhow::{anyhow, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
@@ -120,7 +120,7 @@ fn compiler_config() -> Result<Config> {
 }
 
 /// Compiled code is only valid for this module, this WasmEdge, this CPU, these options and this
-/// call-depth bound.
+/// rewrite (call-depth bound, memory-refusal flag).
 /// `cpu` is [`cpu_identity`], read while /proc is there.
 pub fn cache_key(module: &[u8], cpu: &str) -> String {
     let mut h = Sha256::new();
@@ -128,7 +128,7 @@ pub fn cache_key(module: &[u8], cpu: &str) -> String {
     h.update(wasmedge_sdk::utils::CoreVersion::version_string());
     h.update(cpu);
     h.update(b"universal O2");
-    h.update(format!("call depth {}", depth::MAX_DEPTH));
+    h.update(format!("call depth {}, memory refusals flagged", depth::MAX_DEPTH));
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 

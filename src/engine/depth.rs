@@ -7,6 +7,10 @@
 //! grows its frame vector until `std::bad_alloc`. So each call to one of the module's own
 //! functions counts in a global of the module: at `MAX_DEPTH` nested calls the next one executes
 //! `unreachable`, a trap in AOT code and in the interpreter alike.
+//!
+//! The same rewrite flags a refused `memory.grow` (of a 32-bit memory) in a second exported
+//! global: the memory cap makes the grow return -1, which a module handles as it likes (a C
+//! `malloc` returns NULL), so the flag is how the container process learns it was out of memory.
 use anyhow::{bail, Context, Result};
 use wasm_encoder::reencode::{self, Reencode, RoundtripReencoder};
 use wasm_encoder::{
@@ -20,6 +24,9 @@ pub const MAX_DEPTH: i32 = 50_000;
 
 /// The export that exposes the counter, so a trap can be told to be the bound's.
 pub const EXPORT: &str = "containerd-shim-wasmedge:call-depth";
+
+/// The export of the flag, 1 once a `memory.grow` was refused.
+pub const REFUSED_EXPORT: &str = "containerd-shim-wasmedge:memory-refused";
 
 /// `module` with every call to one of its own functions (direct, indirect or by reference)
 /// counted and bounded; calls to imports (WASI) and tail calls, which keep the depth, are not.
@@ -41,15 +48,18 @@ pub fn bound(module: &[u8]) -> Result<Vec<u8>> {
 
 struct Bounder {
     imported_functions: u32,
-    /// The counter's index: after every imported and defined global.
+    /// The counter's index: after every imported and defined global; the grow result's scratch
+    /// and the refusal flag follow it.
     global: u32,
+    /// Whether each memory (imported ones first) has 32-bit addresses.
+    memory32: Vec<bool>,
     global_added: bool,
     export_added: bool,
 }
 
 impl Bounder {
     fn new(module: &[u8]) -> Result<Bounder> {
-        let (mut imported_functions, mut globals) = (0, 0);
+        let (mut imported_functions, mut globals, mut memory32) = (0, 0, Vec::new());
         for payload in wasmparser::Parser::new(0).parse_all(module) {
             match payload? {
                 Payload::Version { encoding: wasmparser::Encoding::Component, .. } => bail!("a component, not a module"),
@@ -58,26 +68,59 @@ impl Bounder {
                         match import?.ty {
                             TypeRef::Func(_) | TypeRef::FuncExact(_) => imported_functions += 1,
                             TypeRef::Global(_) => globals += 1,
+                            TypeRef::Memory(m) => memory32.push(!m.memory64),
                             _ => {}
                         }
                     }
                 }
                 Payload::GlobalSection(section) => globals += section.count(),
+                Payload::MemorySection(section) => {
+                    for memory in section {
+                        memory32.push(!memory?.memory64);
+                    }
+                }
                 _ => {}
             }
         }
-        Ok(Bounder { imported_functions, global: globals, global_added: false, export_added: false })
+        Ok(Bounder { imported_functions, global: globals, memory32, global_added: false, export_added: false })
     }
 
     fn add_global(&mut self, globals: &mut GlobalSection) {
         let ty = GlobalType { val_type: ValType::I32, mutable: true, shared: false };
-        globals.global(ty, &ConstExpr::i32_const(0));
+        for _ in 0..3 {
+            globals.global(ty, &ConstExpr::i32_const(0));
+        }
         self.global_added = true;
     }
 
     fn add_export(&mut self, exports: &mut ExportSection) {
         exports.export(EXPORT, ExportKind::Global, self.global);
+        exports.export(REFUSED_EXPORT, ExportKind::Global, self.refused());
         self.export_added = true;
+    }
+
+    fn scratch(&self) -> u32 {
+        self.global + 1
+    }
+
+    fn refused(&self) -> u32 {
+        self.global + 2
+    }
+
+    fn is_grow32(&self, op: &Operator) -> bool {
+        matches!(op, Operator::MemoryGrow { mem } if self.memory32.get(*mem as usize) == Some(&true))
+    }
+
+    /// After a `memory.grow`, whose result stays on the stack: the flag is set if it is -1.
+    fn flag_refusal(&self, f: &mut Function) {
+        f.instruction(&Instruction::GlobalSet(self.scratch()))
+            .instruction(&Instruction::GlobalGet(self.scratch()))
+            .instruction(&Instruction::GlobalGet(self.scratch()))
+            .instruction(&Instruction::I32Const(-1))
+            .instruction(&Instruction::I32Eq)
+            .instruction(&Instruction::GlobalGet(self.refused()))
+            .instruction(&Instruction::I32Or)
+            .instruction(&Instruction::GlobalSet(self.refused()));
     }
 
     fn counted(&self, op: &Operator) -> bool {
@@ -168,13 +211,16 @@ impl Reencode for Bounder {
         let mut reader = body.get_operators_reader()?;
         while !reader.eof() {
             let op = reader.read()?;
-            let counted = self.counted(&op);
+            let (counted, grow) = (self.counted(&op), self.is_grow32(&op));
             if counted {
                 self.enter(&mut f);
             }
             f.instruction(&RoundtripReencoder.instruction(op)?);
             if counted {
                 self.step(&mut f, Instruction::I32Sub);
+            }
+            if grow {
+                self.flag_refusal(&mut f);
             }
         }
         code.function(&f);
@@ -227,6 +273,34 @@ mod tests {
         .unwrap();
         // Two counted calls ($g, call_indirect), each counted up and down; WASI and the tail call not.
         assert_eq!(counter_of(&bound(&module).unwrap()), (2, 4));
+    }
+
+    #[test]
+    fn a_refused_grow_of_a_32_bit_memory_sets_the_flag() {
+        let module = wat::parse_str(
+            r#"(module (memory 1 2) (memory i64 1)
+                 (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+                 (func (drop (memory.grow 1 (i64.const 1)))))"#,
+        )
+        .unwrap();
+        let bounded = bound(&module).unwrap();
+        wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all()).validate_all(&bounded).unwrap();
+        let mut flag = None;
+        let mut sets = 0;
+        for payload in wasmparser::Parser::new(0).parse_all(&bounded) {
+            match payload.unwrap() {
+                Payload::ExportSection(s) => {
+                    flag = s.into_iter().map(Result::unwrap).find(|e| e.name == REFUSED_EXPORT).map(|e| e.index)
+                }
+                Payload::CodeSectionEntry(body) => {
+                    let ops = body.get_operators_reader().unwrap().into_iter().map(Result::unwrap);
+                    sets += ops.filter(|op| matches!(op, Operator::GlobalSet { global_index } if Some(*global_index) == flag)).count();
+                }
+                _ => {}
+            }
+        }
+        // Globals: the counter 0, the scratch 1, the flag 2; only the 32-bit memory's grow sets it.
+        assert_eq!((flag, sets), (Some(2), 1));
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Exit codes of a container process. A module's own `proc_exit` code passes through; the shim's
 //! own outcomes use codes a module rarely picks, in the shell's tradition (documented in README).
 
+/// How a container's stderr line begins when the module asked for memory past its cap (the
+/// exit code stays the module's own); the execute service answers `out_of_memory` on it.
+pub const OUT_OF_MEMORY_NOTICE: &str = "wasmedge: out of memory: ";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitCode(pub i32);
 

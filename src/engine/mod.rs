@@ -14,7 +14,7 @@ mod limits;
 mod vm;
 mod wasi;
 
-pub use exit::{exit_now, ExitCode};
+pub use exit::{exit_now, ExitCode, OUT_OF_MEMORY_NOTICE};
 pub use limits::Limits;
 #[cfg(feature = "engine")]
 pub use vm::{linked_version, prepare, run, Failure, Prepared};

@@ -1,5 +1,5 @@
 //! WasmEdge itself: a module loaded (from the AOT cache when it can) and run to its exit code.
-use super::{depth, ExitCode, Limits, WasiContext};
+use super::{depth, ExitCode, Limits, WasiContext, OUT_OF_MEMORY_NOTICE};
 use crate::trace::{self, Span};
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -119,8 +119,12 @@ pub fn run(prepared: Prepared, wasi: &WasiContext) -> Result<ExitCode, Failure> 
         let start = SystemTime::now();
         let outcome = vm.run_func(None, "_start", params!());
         trace::report(Span::since("run", start));
-        let calls = vm.active_module().and_then(|m| m.get_global(depth::EXPORT).ok()).map(|g| g.get_value().to_i32());
-        (outcome, calls)
+        let global = |name: &str| vm.active_module().and_then(|m| m.get_global(name).ok()).map(|g| g.get_value().to_i32());
+        if global(depth::REFUSED_EXPORT) == Some(1) {
+            let notice = format!("{OUT_OF_MEMORY_NOTICE}the module's memory may not grow past its limit\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), notice.as_bytes());
+        }
+        (outcome, global(depth::EXPORT))
     };
     // proc_exit ends `_start` early ("terminated", which WasmEdge may count as success); the
     // WASI module keeps the code, 0 when `_start` returned by itself.

@@ -3,9 +3,8 @@
 //! `-address`). Only the shim's classification uses it, and only when the cheap rules of
 //! [`super::detect`] do not settle a container, so a normal wasm start never talks to containerd.
 //!
-//! The gRPC messages are declared here with prost (the few fields read, with containerd's tags)
-//! and sent with tonic's generic client: `containerd-client` would need `protoc` at build time.
-//! Parsing the JSON documents is pure and tested without containerd.
+//! The gRPC clients and messages are containerd-client's (generated from containerd's protos at
+//! build time, with `protoc`). Parsing the JSON documents is pure and tested without containerd.
 use super::detect::{is_wasm_layer, ImageFacts};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::Deserialize;
@@ -153,71 +152,12 @@ pub fn verify_digest(digest: &str, data: &[u8]) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// containerd's gRPC API: the messages and fields used (see containerd's api/services/*/v1)
+// containerd's gRPC API, through containerd-client's generated clients
 
-mod proto {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct GetContainerRequest {
-        #[prost(string, tag = "1")]
-        pub id: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct GetContainerResponse {
-        #[prost(message, optional, tag = "1")]
-        pub container: Option<Container>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Container {
-        #[prost(string, tag = "1")]
-        pub id: String,
-        #[prost(string, tag = "3")]
-        pub image: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct GetImageRequest {
-        #[prost(string, tag = "1")]
-        pub name: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct GetImageResponse {
-        #[prost(message, optional, tag = "1")]
-        pub image: Option<Image>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Image {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(message, optional, tag = "3")]
-        pub target: Option<Descriptor>,
-    }
-    /// containerd.types.Descriptor
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Descriptor {
-        #[prost(string, tag = "1")]
-        pub media_type: String,
-        #[prost(string, tag = "2")]
-        pub digest: String,
-        #[prost(int64, tag = "3")]
-        pub size: i64,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ReadContentRequest {
-        #[prost(string, tag = "1")]
-        pub digest: String,
-        #[prost(int64, tag = "2")]
-        pub offset: i64,
-        /// 0 reads to the end.
-        #[prost(int64, tag = "3")]
-        pub size: i64,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ReadContentResponse {
-        #[prost(int64, tag = "1")]
-        pub offset: i64,
-        #[prost(bytes = "vec", tag = "2")]
-        pub data: Vec<u8>,
-    }
-}
+use containerd_client::services::v1::{
+    containers_client::ContainersClient, content_client::ContentClient, images_client::ImagesClient,
+    GetContainerRequest, GetImageRequest, ReadContentRequest,
+};
 
 /// A connection to containerd's gRPC API in one namespace. Calls block on a current-thread
 /// runtime of its own, made per connection.
@@ -257,35 +197,27 @@ impl Containerd {
         Ok(request)
     }
 
-    fn unary<Req, Resp>(&self, path: &'static str, message: Req) -> Result<Resp>
-    where
-        Req: prost::Message + Send + Sync + 'static,
-        Resp: prost::Message + Default + Send + Sync + 'static,
-    {
-        let request = self.request(message)?;
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-        self.rt.block_on(async {
-            grpc.ready().await.context("containerd is not ready")?;
-            let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-            Ok(grpc.unary(request, path.parse().expect("a valid gRPC path"), codec).await.map_err(status_error)?.into_inner())
-        })
-    }
-
     /// The name of the image container `id` was created from (empty when it has none).
     pub fn container_image(&self, id: &str) -> Result<String> {
-        let response: proto::GetContainerResponse = self
-            .unary("/containerd.services.containers.v1.Containers/Get", proto::GetContainerRequest { id: id.into() })
+        let request = self.request(GetContainerRequest { id: id.into() })?;
+        let mut client = ContainersClient::new(self.channel.clone());
+        let response = self
+            .rt
+            .block_on(client.get(request))
+            .map_err(status_error)
             .with_context(|| format!("getting container {id}"))?;
-        Ok(response.container.map(|c| c.image).unwrap_or_default())
+        Ok(response.into_inner().container.map(|c| c.image).unwrap_or_default())
     }
 
     /// What image `name` says of itself: its target, through an index if it is one, to the
     /// manifest and config.
     pub fn image_facts(&self, name: &str) -> Result<ImageFacts> {
-        let response: proto::GetImageResponse = self
-            .unary("/containerd.services.images.v1.Images/Get", proto::GetImageRequest { name: name.into() })
-            .with_context(|| format!("getting image {name}"))?;
-        let target = response.image.and_then(|i| i.target).with_context(|| format!("image {name} has no target"))?;
+        let request = self.request(GetImageRequest { name: name.into() })?;
+        let mut client = ImagesClient::new(self.channel.clone());
+        let response =
+            self.rt.block_on(client.get(request)).map_err(status_error).with_context(|| format!("getting image {name}"))?;
+        let target =
+            response.into_inner().image.and_then(|i| i.target).with_context(|| format!("image {name} has no target"))?;
         let (mut media_type, mut digest) = (target.media_type, target.digest);
         // An index may point at another index; two levels are plenty.
         for _ in 0..3 {
@@ -313,13 +245,10 @@ impl Containerd {
     }
 
     fn read(&self, digest: &str, max: u64) -> Result<Vec<u8>> {
-        let request = self.request(proto::ReadContentRequest { digest: digest.into(), offset: 0, size: 0 })?;
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        let request = self.request(ReadContentRequest { digest: digest.into(), offset: 0, size: 0 })?;
+        let mut client = ContentClient::new(self.channel.clone());
         let data = self.rt.block_on(async {
-            grpc.ready().await.context("containerd is not ready")?;
-            let codec = tonic_prost::ProstCodec::<proto::ReadContentRequest, proto::ReadContentResponse>::default();
-            let path = "/containerd.services.content.v1.Content/Read".parse().expect("a valid gRPC path");
-            let mut stream = grpc.server_streaming(request, path, codec).await.map_err(status_error)?.into_inner();
+            let mut stream = client.read(request).await.map_err(status_error)?.into_inner();
             let mut data = Vec::new();
             while let Some(chunk) = stream.message().await.map_err(status_error)? {
                 ensure!(chunk.offset == data.len() as i64, "content arrived out of order");

@@ -7,7 +7,7 @@
 //! objects are written with sorted keys, so the same input always gives the same digests.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Component, Path};
@@ -62,6 +62,72 @@ pub struct ImageSpec {
     /// Layers under the one `files` make, bottom first: content shared between images, such as
     /// a language runtime. Empty for a one-layer image.
     pub base_layers: Vec<Layer>,
+    /// Platforms of the image's manifests; empty means [`DEFAULT_PLATFORMS`].
+    pub platforms: Vec<Platform>,
+}
+
+/// By default an image has a `wasi/wasm` manifest (ctr, nerdctl, Docker `--platform=wasi/wasm`)
+/// and `linux/amd64` and `linux/arm64` compat manifests (Kubernetes CRI resolves the node's
+/// platform): one tag for every door. They share the layers; the shim tells wasm by content.
+pub const DEFAULT_PLATFORMS: [&str; 3] = ["wasi/wasm", "linux/amd64", "linux/arm64"];
+
+/// A platform of a manifest, `os/architecture`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+}
+
+impl Platform {
+    pub fn wasi_wasm() -> Platform {
+        Platform { os: "wasi".into(), architecture: "wasm".into() }
+    }
+
+    /// The platforms of `list` (`os/arch`, comma-separated), in order, without repeats.
+    pub fn parse_list(list: &str) -> Result<Vec<Platform>> {
+        let mut platforms: Vec<Platform> = Vec::new();
+        for item in list.split(',').map(str::trim) {
+            let platform: Platform = item.parse().map_err(anyhow::Error::msg)?;
+            ensure!(!platforms.contains(&platform), "platform {platform} is given twice");
+            platforms.push(platform);
+        }
+        Ok(platforms)
+    }
+
+    pub fn oci(&self) -> Result<oci_spec::image::Platform> {
+        Ok(PlatformBuilder::default()
+            .architecture(Arch::from(self.architecture.as_str()))
+            .os(Os::from(self.os.as_str()))
+            .build()?)
+    }
+}
+
+impl FromStr for Platform {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        match s.split_once('/') {
+            Some((os, arch)) if word(os) && word(arch) => {
+                Ok(Platform { os: os.into(), architecture: arch.into() })
+            }
+            _ => Err(format!("invalid platform {s:?} (expected OS/ARCH, e.g. wasi/wasm or linux/amd64)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)
+    }
+}
+
+/// The platforms of `spec_platforms`, or the default ones when it is empty.
+fn platforms_or_default(spec_platforms: &[Platform]) -> Vec<Platform> {
+    if spec_platforms.is_empty() {
+        DEFAULT_PLATFORMS.iter().map(|p| p.parse().expect("a valid default platform")).collect()
+    } else {
+        spec_platforms.to_vec()
+    }
 }
 
 /// A layer ready to go into images: the gzip'ed tar and the digest of the tar.
@@ -115,18 +181,30 @@ impl Blob {
     }
 }
 
+/// The config and manifest of one platform of an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlatformManifest {
+    pub platform: Platform,
+    pub config: Blob,
+    pub manifest: Blob,
+}
+
 /// A built image: its blobs and the index that names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image {
     /// Normalized reference, e.g. `docker.io/library/hello:latest`.
     pub reference: String,
-    pub config: Blob,
     /// The gzip'ed tar layer of the spec's files (the top layer).
     pub layer: Blob,
-    pub manifest: Blob,
+    /// One per platform, in the order asked; they share the layers.
+    pub manifests: Vec<PlatformManifest>,
+    /// The image index of the platforms' manifests, when there is more than one: what the tag
+    /// names. With one platform the tag names its manifest.
+    pub platform_index: Option<Blob>,
     /// `sha256:` of the uncompressed layer tar, as listed in the config's rootfs (of an
     /// artifact: the module's digest).
     pub diff_id: String,
+    /// The layout's `index.json`: names the tag's target as the image.
     pub index: ImageIndex,
     /// The spec's base layers, under `layer`.
     pub base_layers: Vec<Layer>,
@@ -181,13 +259,46 @@ pub fn build(spec: &ImageSpec) -> Result<Image> {
     if let Some(dir) = &spec.working_dir {
         run = run.working_dir(dir.clone());
     }
+    let run = run.build()?;
+    let mut annotations =
+        BTreeMap::from([(VARIANT_ANNOTATION.into(), VARIANT_COMPAT_SMART.into())]);
+    annotations.extend(spec.annotations.clone());
+    let layers: Vec<Descriptor> = spec
+        .base_layers
+        .iter()
+        .map(|l| l.blob.descriptor())
+        .chain([layer.descriptor()])
+        .collect();
+    let mut manifests = Vec::new();
+    for platform in platforms_or_default(&spec.platforms) {
+        let config = image_config(spec, &diff_id, &run, &platform)?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config.descriptor())
+            .layers(layers.clone())
+            .annotations(annotations.clone().into_iter().collect::<HashMap<_, _>>())
+            .build()?;
+        let manifest = Blob::new(MediaType::ImageManifest, canonical_json(&manifest)?);
+        manifests.push(PlatformManifest { platform, config, manifest });
+    }
+    Image::assemble(reference, layer, diff_id, manifests, spec.base_layers.clone())
+}
+
+/// The config of `spec` for `platform`.
+fn image_config(
+    spec: &ImageSpec,
+    diff_id: &str,
+    run: &oci_spec::image::Config,
+    platform: &Platform,
+) -> Result<Blob> {
     let mut history = HistoryBuilder::default().created_by("wasmedge-image pack");
     let mut diff_ids: Vec<String> = spec.base_layers.iter().map(|l| l.diff_id.clone()).collect();
-    diff_ids.push(diff_id.clone());
+    diff_ids.push(diff_id.to_string());
     let mut config = ImageConfigurationBuilder::default()
-        .architecture(Arch::Wasm)
-        .os(Os::Other("wasi".into()))
-        .config(run.build()?)
+        .architecture(Arch::from(platform.architecture.as_str()))
+        .os(Os::from(platform.os.as_str()))
+        .config(run.clone())
         .rootfs(
             RootFsBuilder::default()
                 .typ("layers")
@@ -204,73 +315,30 @@ pub fn build(spec: &ImageSpec) -> Result<Image> {
     let mut histories = vec![base_history.build()?; spec.base_layers.len()];
     histories.push(history.build()?);
     let config = config.history(histories).build()?;
-    let config = Blob::new(MediaType::ImageConfig, canonical_json(&config)?);
-
-    let mut annotations =
-        BTreeMap::from([(VARIANT_ANNOTATION.into(), VARIANT_COMPAT_SMART.into())]);
-    annotations.extend(spec.annotations.clone());
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(config.descriptor())
-        .layers(
-            spec.base_layers
-                .iter()
-                .map(|l| l.blob.descriptor())
-                .chain([layer.descriptor()])
-                .collect::<Vec<_>>(),
-        )
-        .annotations(
-            annotations
-                .into_iter()
-                .collect::<std::collections::HashMap<_, _>>(),
-        )
-        .build()?;
-    let manifest = Blob::new(MediaType::ImageManifest, canonical_json(&manifest)?);
-
-    let index = name_index(&reference, &manifest)?;
-
-    Ok(Image {
-        reference,
-        config,
-        layer,
-        manifest,
-        diff_id,
-        index,
-        base_layers: spec.base_layers.clone(),
-    })
+    Ok(Blob::new(MediaType::ImageConfig, canonical_json(&config)?))
 }
 
-/// The index naming `manifest` as image `reference`, platform `wasi/wasm`.
-fn name_index(reference: &str, manifest: &Blob) -> Result<ImageIndex> {
+/// The layout's index naming `top` (a manifest of `platform`, or a multi-platform index) as
+/// image `reference`.
+pub fn name_index(reference: &str, top: &Blob, platform: Option<&Platform>) -> Result<ImageIndex> {
     // ref.name carries the tag (OCI convention); containerd prefers the full name.
-    let names = [
-        (
-            ANNOTATION_REF_NAME.to_string(),
-            tag_of(&reference).to_string(),
-        ),
+    let names = HashMap::from([
+        (ANNOTATION_REF_NAME.to_string(), tag_of(reference).to_string()),
         (IMAGE_NAME_ANNOTATION.to_string(), reference.to_string()),
-    ];
-    let platform = PlatformBuilder::default()
-        .architecture(Arch::Wasm)
-        .os(Os::Other("wasi".into()))
-        .build()?;
-    let index = ImageIndexBuilder::default()
+    ]);
+    let mut desc = DescriptorBuilder::default()
+        .media_type(top.media_type.clone())
+        .digest(top.digest.clone())
+        .size(top.data.len() as u64)
+        .annotations(names);
+    if let Some(platform) = platform {
+        desc = desc.platform(platform.oci()?);
+    }
+    Ok(ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)
-        .manifests(vec![DescriptorBuilder::default()
-            .media_type(MediaType::ImageManifest)
-            .digest(manifest.digest.clone())
-            .size(manifest.data.len() as u64)
-            .platform(platform)
-            .annotations(
-                names
-                    .into_iter()
-                    .collect::<std::collections::HashMap<_, _>>(),
-            )
-            .build()?])
-        .build()?;
-    Ok(index)
+        .manifests(vec![desc.build()?])
+        .build()?)
 }
 
 /// What goes into a CNCF wasm artifact (see [`build_artifact`]).
@@ -332,24 +400,64 @@ pub fn build_artifact(spec: &ArtifactSpec) -> Result<Image> {
         );
     }
     let manifest = Blob::new(MediaType::ImageManifest, canonical_json(&manifest.build()?)?);
-    let index = name_index(&reference, &manifest)?;
-    Ok(Image {
-        reference,
-        diff_id: layer.digest.to_string(),
-        config,
-        layer,
-        manifest,
-        index,
-        base_layers: Vec::new(),
-    })
+    let manifests = vec![PlatformManifest { platform: Platform::wasi_wasm(), config, manifest }];
+    Image::assemble(reference, layer.clone(), layer.digest.to_string(), manifests, Vec::new())
 }
 
 impl Image {
-    /// Config, layers (bottom first) and manifest.
+    /// The image of `manifests`: with several, an index of them names the image.
+    fn assemble(
+        reference: String,
+        layer: Blob,
+        diff_id: String,
+        manifests: Vec<PlatformManifest>,
+        base_layers: Vec<Layer>,
+    ) -> Result<Image> {
+        let platform_index = if manifests.len() > 1 {
+            let mut descriptors = Vec::new();
+            for m in &manifests {
+                let mut desc = m.manifest.descriptor();
+                desc.set_platform(Some(m.platform.oci()?));
+                descriptors.push(desc);
+            }
+            let index = ImageIndexBuilder::default()
+                .schema_version(2u32)
+                .media_type(MediaType::ImageIndex)
+                .manifests(descriptors)
+                .build()?;
+            Some(Blob::new(MediaType::ImageIndex, canonical_json(&index)?))
+        } else {
+            None
+        };
+        let index = match &platform_index {
+            Some(top) => name_index(&reference, top, None)?,
+            None => name_index(&reference, &manifests[0].manifest, Some(&manifests[0].platform))?,
+        };
+        Ok(Image { reference, layer, manifests, platform_index, diff_id, index, base_layers })
+    }
+
+    /// The config of the first platform (wasi/wasm by default).
+    pub fn config(&self) -> &Blob {
+        &self.manifests[0].config
+    }
+
+    /// The manifest of the first platform (wasi/wasm by default).
+    pub fn manifest(&self) -> &Blob {
+        &self.manifests[0].manifest
+    }
+
+    /// What the tag names: the multi-platform index, or the one manifest.
+    pub fn target(&self) -> &Blob {
+        self.platform_index.as_ref().unwrap_or(&self.manifests[0].manifest)
+    }
+
+    /// Every blob, each once, in the order a registry takes them: layers (bottom first),
+    /// configs, manifests, then the multi-platform index.
     pub fn blobs(&self) -> Vec<&Blob> {
-        let mut blobs = vec![&self.config];
-        blobs.extend(self.layers());
-        blobs.push(&self.manifest);
+        let mut blobs = self.layers();
+        blobs.extend(self.manifests.iter().map(|m| &m.config));
+        blobs.extend(self.manifests.iter().map(|m| &m.manifest));
+        blobs.extend(&self.platform_index);
         blobs
     }
 
@@ -374,7 +482,7 @@ impl Image {
             layers: Vec<String>,
         }
         let entry = Entry {
-            config: self.config.path(),
+            config: self.config().path(),
             repo_tags: [&self.reference],
             layers: self.layers().iter().map(|l| l.path()).collect(),
         };
@@ -383,16 +491,7 @@ impl Image {
 
     /// Files of the OCI layout (plus `manifest.json` if `docker`), by path.
     fn layout_files(&self, docker: bool) -> Result<BTreeMap<String, Cow<'_, [u8]>>> {
-        let layout = OciLayoutBuilder::default()
-            .image_layout_version("1.0.0")
-            .build()?;
-        let mut files = BTreeMap::from([
-            (
-                "oci-layout".to_string(),
-                Cow::Owned(canonical_json(&layout)?),
-            ),
-            ("index.json".to_string(), Cow::Owned(self.index_json()?)),
-        ]);
+        let mut files = layout_files(&self.index, &self.blobs())?;
         if docker {
             ensure!(
                 self.layer.media_type != MediaType::Other(WASM_MODULE_LAYER.into()),
@@ -403,21 +502,12 @@ impl Image {
                 Cow::Owned(self.docker_manifest_json()?),
             );
         }
-        for blob in self.blobs() {
-            files.insert(blob.path(), Cow::Borrowed(&blob.data[..]));
-        }
         Ok(files)
     }
 
     /// Writes an OCI layout into `dir`, replacing an existing index.json.
     pub fn write_layout(&self, dir: &Path) -> Result<()> {
-        for (name, data) in self.layout_files(false)? {
-            let path = dir.join(&name);
-            fs::create_dir_all(path.parent().unwrap())
-                .with_context(|| format!("creating {}", path.parent().unwrap().display()))?;
-            fs::write(&path, data).with_context(|| format!("writing {}", path.display()))?;
-        }
-        Ok(())
+        write_layout_dir(&self.layout_files(false)?, dir)
     }
 
     /// Writes an OCI-layout tarball.
@@ -431,32 +521,62 @@ impl Image {
     }
 
     fn write_archive<W: Write>(&self, out: W, docker: bool) -> Result<W> {
-        let files = self.layout_files(docker)?;
-        write_tar(
-            out,
-            files
-                .iter()
-                .map(|(path, data)| (path.as_str(), &data[..], 0o644)),
-        )
+        write_archive(&self.layout_files(docker)?, out)
     }
 
     /// Writes the image to `out` (a file, or a directory for [`Format::Layout`]).
     pub fn save(&self, format: Format, out: &Path) -> Result<()> {
-        let docker = match format {
-            Format::Layout => return self.write_layout(out),
-            Format::Oci => false,
-            Format::Docker => true,
-        };
-        let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-        let written = self
-            .write_archive(BufWriter::new(file), docker)
-            .and_then(|w| w.into_inner().map_err(|e| e.into_error().into()))
-            .and_then(|f| Ok(f.sync_all()?));
-        if written.is_err() {
-            let _ = fs::remove_file(out); // don't leave a truncated tarball behind
-        }
-        written.with_context(|| format!("writing {}", out.display()))
+        save_files(&self.layout_files(format == Format::Docker)?, format, out)
     }
+}
+
+/// The files of an OCI layout of `index` and `blobs`, by path.
+fn layout_files<'a>(index: &ImageIndex, blobs: &[&'a Blob]) -> Result<BTreeMap<String, Cow<'a, [u8]>>> {
+    let layout = OciLayoutBuilder::default()
+        .image_layout_version("1.0.0")
+        .build()?;
+    let mut files = BTreeMap::from([
+        ("oci-layout".to_string(), Cow::Owned(canonical_json(&layout)?)),
+        ("index.json".to_string(), Cow::Owned(canonical_json(index)?)),
+    ]);
+    for blob in blobs {
+        files.insert(blob.path(), Cow::Borrowed(&blob.data[..]));
+    }
+    Ok(files)
+}
+
+/// Writes an OCI layout of `index` and `blobs` (pulled ones, say) as `format`, oci or layout.
+pub fn save_layout(index: &ImageIndex, blobs: &[&Blob], format: Format, out: &Path) -> Result<()> {
+    ensure!(format != Format::Docker, "only oci and layout are written here");
+    save_files(&layout_files(index, blobs)?, format, out)
+}
+
+fn write_layout_dir(files: &BTreeMap<String, Cow<'_, [u8]>>, dir: &Path) -> Result<()> {
+    for (name, data) in files {
+        let path = dir.join(name);
+        fs::create_dir_all(path.parent().unwrap())
+            .with_context(|| format!("creating {}", path.parent().unwrap().display()))?;
+        fs::write(&path, data).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn write_archive<W: Write>(files: &BTreeMap<String, Cow<'_, [u8]>>, out: W) -> Result<W> {
+    write_tar(out, files.iter().map(|(path, data)| (path.as_str(), &data[..], 0o644)))
+}
+
+fn save_files(files: &BTreeMap<String, Cow<'_, [u8]>>, format: Format, out: &Path) -> Result<()> {
+    if format == Format::Layout {
+        return write_layout_dir(files, out);
+    }
+    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let written = write_archive(files, BufWriter::new(file))
+        .and_then(|w| w.into_inner().map_err(|e| e.into_error().into()))
+        .and_then(|f| Ok(f.sync_all()?));
+    if written.is_err() {
+        let _ = fs::remove_file(out); // don't leave a truncated tarball behind
+    }
+    written.with_context(|| format!("writing {}", out.display()))
 }
 
 /// Normalizes a reference the way Docker does (`hello` -> `docker.io/library/hello:latest`) so
@@ -620,6 +740,7 @@ mod tests {
             annotations: BTreeMap::from([("org.example/a".into(), "b".into())]),
             created: None,
             base_layers: Vec::new(),
+            platforms: Vec::new(),
         }
     }
 
@@ -670,8 +791,8 @@ mod tests {
             sha256_digest(&gunzip(&image.layer.data)).to_string()
         );
 
-        let manifest = ImageManifest::from_reader(&image.manifest.data[..]).unwrap();
-        assert_eq!(manifest.config(), &image.config.descriptor());
+        let manifest = ImageManifest::from_reader(&image.manifest().data[..]).unwrap();
+        assert_eq!(manifest.config(), &image.config().descriptor());
         assert_eq!(manifest.layers(), &vec![image.layer.descriptor()]);
         assert_eq!(
             manifest.layers()[0].media_type().to_string(),
@@ -682,8 +803,8 @@ mod tests {
         assert_eq!(annotations["org.example/a"], "b");
 
         let desc = &image.index.manifests()[0];
-        assert_eq!(desc.digest(), &image.manifest.digest);
-        assert_eq!(desc.size(), image.manifest.data.len() as u64);
+        assert_eq!(desc.digest(), &image.target().digest);
+        assert_eq!(desc.size(), image.target().data.len() as u64);
     }
 
     #[test]
@@ -722,8 +843,9 @@ mod tests {
 
     #[test]
     fn config_is_wasi_wasm() {
-        let image = build(&spec()).unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&image.config.data).unwrap();
+        let image = build(&ImageSpec { platforms: vec![Platform::wasi_wasm()], ..spec() }).unwrap();
+        assert!(image.platform_index.is_none());
+        let json: serde_json::Value = serde_json::from_slice(&image.config().data).unwrap();
         assert_eq!(
             (json["architecture"].as_str(), json["os"].as_str()),
             (Some("wasm"), Some("wasi"))
@@ -739,7 +861,7 @@ mod tests {
             json["rootfs"]["diff_ids"],
             serde_json::json!([image.diff_id])
         );
-        assert!(ImageConfiguration::from_reader(&image.config.data[..]).is_ok());
+        assert!(ImageConfiguration::from_reader(&image.config().data[..]).is_ok());
 
         let index: serde_json::Value =
             serde_json::from_slice(&image.index_json().unwrap()).unwrap();
@@ -753,6 +875,48 @@ mod tests {
             desc["annotations"][IMAGE_NAME_ANNOTATION],
             "docker.io/library/hello:v1"
         );
+    }
+
+    #[test]
+    fn one_tag_for_every_platform() {
+        let image = build(&spec()).unwrap();
+        let platforms: Vec<String> = image.manifests.iter().map(|m| m.platform.to_string()).collect();
+        assert_eq!(platforms, DEFAULT_PLATFORMS);
+        let top = image.platform_index.as_ref().expect("an index of the platforms");
+        assert_eq!(image.target(), top);
+        // index.json names the platforms' index as the image.
+        let names: serde_json::Value = serde_json::from_slice(&image.index_json().unwrap()).unwrap();
+        let desc = &names["manifests"][0];
+        assert_eq!(desc["mediaType"], "application/vnd.oci.image.index.v1+json");
+        assert_eq!(desc["digest"], top.digest.to_string());
+        assert_eq!(desc["annotations"][IMAGE_NAME_ANNOTATION], "docker.io/library/hello:v1");
+        assert!(desc.get("platform").is_none());
+
+        let index: serde_json::Value = serde_json::from_slice(&top.data).unwrap();
+        let entries = index["manifests"].as_array().unwrap();
+        assert_eq!(entries.len(), 3);
+        let wasm_manifest = ImageManifest::from_reader(&image.manifest().data[..]).unwrap();
+        for (entry, m) in entries.iter().zip(&image.manifests) {
+            assert_eq!(entry["digest"], m.manifest.digest.to_string());
+            assert_eq!(entry["platform"], serde_json::json!({"os": m.platform.os, "architecture": m.platform.architecture}));
+            let config: serde_json::Value = serde_json::from_slice(&m.config.data).unwrap();
+            assert_eq!((config["os"].as_str().unwrap(), config["architecture"].as_str().unwrap()), (m.platform.os.as_str(), m.platform.architecture.as_str()));
+            assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["/app.wasm"]));
+            // Same layers, same annotations; only the config differs.
+            let manifest = ImageManifest::from_reader(&m.manifest.data[..]).unwrap();
+            assert_eq!(manifest.layers(), wasm_manifest.layers());
+            assert_eq!(manifest.annotations(), wasm_manifest.annotations());
+        }
+        assert_eq!(image.blobs().len(), 1 + 3 + 3 + 1);
+
+        // --platforms narrows the list, in the order given.
+        let narrow = ImageSpec { platforms: Platform::parse_list("linux/arm64,wasi/wasm").unwrap(), ..spec() };
+        let image = build(&narrow).unwrap();
+        let platforms: Vec<String> = image.manifests.iter().map(|m| m.platform.to_string()).collect();
+        assert_eq!(platforms, ["linux/arm64", "wasi/wasm"]);
+        for bad in ["", "linux", "linux/", "Linux/amd64", "wasi/wasm,wasi/wasm", "a/b/c"] {
+            assert!(Platform::parse_list(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -805,13 +969,13 @@ mod tests {
         assert_eq!(
             manifest,
             serde_json::json!([{
-                "Config": image.config.path(),
+                "Config": image.config().path(),
                 "RepoTags": ["docker.io/library/hello:v1"],
                 "Layers": [image.layer.path()],
             }])
         );
         // Every path manifest.json names is in the archive.
-        for path in [image.config.path(), image.layer.path()] {
+        for path in [image.config().path(), image.layer.path()] {
             assert!(docker.iter().any(|e| e.0 == path));
         }
         assert!(docker.iter().any(|e| e.0 == "index.json"));
@@ -828,7 +992,7 @@ mod tests {
         // File order in the spec does not matter either.
         let mut reversed = spec();
         reversed.files.reverse();
-        assert_eq!(build(&reversed).unwrap().manifest.digest, a.manifest.digest);
+        assert_eq!(build(&reversed).unwrap().manifest().digest, a.manifest().digest);
     }
 
     #[test]
@@ -865,7 +1029,7 @@ mod tests {
         let image = build_artifact(&spec).unwrap();
         assert_eq!(image.reference, "docker.io/library/hello-artifact:latest");
         assert_eq!(image.layer.data, WASM);
-        let manifest: serde_json::Value = serde_json::from_slice(&image.manifest.data).unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&image.manifest().data).unwrap();
         assert_eq!(manifest["config"]["mediaType"], WASM_ARTIFACT_CONFIG);
         assert_eq!(
             manifest["layers"],
@@ -873,7 +1037,7 @@ mod tests {
                 "digest": image.layer.digest.to_string(), "size": WASM.len()}])
         );
         assert!(manifest.get("annotations").is_none());
-        let config: serde_json::Value = serde_json::from_slice(&image.config.data).unwrap();
+        let config: serde_json::Value = serde_json::from_slice(&image.config().data).unwrap();
         assert_eq!(
             config,
             serde_json::json!({"architecture": "wasm", "os": "wasip1",
@@ -887,7 +1051,7 @@ mod tests {
         );
         assert_eq!(
             index["manifests"][0]["digest"],
-            image.manifest.digest.to_string()
+            image.manifest().digest.to_string()
         );
         // The layout holds every blob, the docker-archive form does not exist.
         let oci = list_tar(&image.write_oci_archive(Vec::new()).unwrap());
@@ -908,7 +1072,7 @@ mod tests {
         let mut s = spec();
         s.annotations
             .insert(VARIANT_ANNOTATION.into(), "compat".into());
-        let manifest = ImageManifest::from_reader(&build(&s).unwrap().manifest.data[..]).unwrap();
+        let manifest = ImageManifest::from_reader(&build(&s).unwrap().manifest().data[..]).unwrap();
         assert_eq!(
             manifest.annotations().as_ref().unwrap()[VARIANT_ANNOTATION],
             "compat"
@@ -927,14 +1091,15 @@ mod tests {
         s.base_layers = vec![runtime.clone()];
         let image = build(&s).unwrap();
         assert_eq!(image.layers(), vec![&runtime.blob, &image.layer]);
-        assert_eq!(image.blobs().len(), 4);
+        // Two layers, a config and a manifest per platform, the platforms' index.
+        assert_eq!(image.blobs().len(), 2 + 3 + 3 + 1);
 
-        let manifest = ImageManifest::from_reader(&image.manifest.data[..]).unwrap();
+        let manifest = ImageManifest::from_reader(&image.manifest().data[..]).unwrap();
         assert_eq!(
             manifest.layers(),
             &vec![runtime.blob.descriptor(), image.layer.descriptor()]
         );
-        let json: serde_json::Value = serde_json::from_slice(&image.config.data).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&image.config().data).unwrap();
         assert_eq!(
             json["rootfs"]["diff_ids"],
             serde_json::json!([runtime.diff_id, image.diff_id])

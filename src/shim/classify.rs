@@ -1,6 +1,6 @@
 //! Gathers what the shim knows of a new container and asks [`crate::image::detect`] whether it
 //! is wasm.
-use crate::container::Launch;
+use crate::launch::Launch;
 use crate::image::content::{self, CRI_IMAGE_ANNOTATION};
 use crate::image::detect::{self, Evidence, ImageFacts, Kind};
 use anyhow::{bail, Context, Result};

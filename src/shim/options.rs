@@ -15,7 +15,7 @@
 //!
 //! containerd decodes a runtime's `options` table into `runtimeoptions.v1.Options` for every
 //! runtime type but runc's, so `SystemdCgroup` is read from this file, not from that table.
-use crate::container::launch::parse_duration;
+use crate::launch::plan::parse_duration;
 use crate::engine::{EngineOptions, DEFAULT_AOT_MAX_BYTES};
 use anyhow::{Context, Result};
 use containerd_shim::protos::protobuf::{well_known_types::any::Any, CodedInputStream};
@@ -42,7 +42,7 @@ struct FileOptions {
 #[derive(Debug, Default, PartialEq)]
 pub struct RuntimeOptions {
     pub engine: EngineOptions,
-    /// The spec's cgroupsPath is systemd's `slice:prefix:name` (see [`crate::container::cgroup`]).
+    /// The spec's cgroupsPath is systemd's `slice:prefix:name` (see [`crate::launch::cgroup`]).
     pub systemd_cgroup: bool,
 }
 

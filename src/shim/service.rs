@@ -11,7 +11,7 @@ use super::{
     task::{Exec, IoPaths, Process, Status, Task},
     tasks::{internal, rpc_error, Tasks},
 };
-use crate::container::{rootfs, stdio::Stdio, Launch};
+use crate::launch::{rootfs, stdio::Stdio, Launch};
 use crate::image::detect::Kind;
 use crate::trace::Trace;
 use anyhow::{anyhow, Context};
@@ -59,6 +59,9 @@ impl Service {
             // serde_json says what is wrong and where; oci-spec's own loader only "serde failed".
             serde_json::from_slice(&bytes).context("malformed config.json")?
         };
+        if let Some(parent) = spec.annotations().as_ref().and_then(|a| a.get(crate::trace::PARENT_ANNOTATION)) {
+            trace.set_parent(parent);
+        }
         let options = options::runtime_options(req.options.as_ref())?;
         let launch = Launch::from_spec(&req.id, bundle, &spec, &options.engine, options.systemd_cgroup)?;
         if req.terminal {

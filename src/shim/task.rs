@@ -2,7 +2,7 @@
 //! processes, each created, running or stopped.
 use super::lock::lock;
 use super::runtime::{Runc, Runtime};
-use crate::container::{cgroup, rootfs, stdio::Stdio, Launch};
+use crate::launch::{cgroup, rootfs, stdio::Stdio, systemd, Launch};
 use crate::trace::Trace;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use std::collections::HashMap;
@@ -172,8 +172,15 @@ pub fn cleanup_bundle(bundle: &Path) {
     let runc = Runc::new(&id, bundle, cgroups_path.as_deref().is_some_and(|p| cgroup::is_systemd_form(p, false)));
     if runc.root.exists() {
         let _ = runc.delete_unsupervised();
-    } else if let Some(path) = cgroups_path.and_then(|p| cgroup::resolve(&p, false).ok()) {
-        let _ = cgroup::remove(&path);
+    } else if let Some(path) = cgroups_path.as_deref().and_then(|p| cgroup::resolve(p, false).ok()) {
+        match cgroups_path.as_deref().filter(|p| cgroup::is_systemd_form(p, false) && systemd::booted()) {
+            Some(p) => {
+                let _ = cgroup::systemd_unit(p).and_then(|unit| unit.stop()).and_then(|()| cgroup::remove_rest(&path));
+            }
+            None => {
+                let _ = cgroup::remove(&path);
+            }
+        }
     }
     let _ = rootfs::unmount(&bundle.join("rootfs"));
 }

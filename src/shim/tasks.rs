@@ -4,7 +4,7 @@
 use super::host::Host;
 use super::lock::lock;
 use super::task::{Exec, Process, State, Status, Task};
-use crate::container::stdio::Stdio;
+use crate::launch::stdio::Stdio;
 use crate::trace::{self, Span};
 use anyhow::Context;
 use containerd_shim::{
@@ -395,7 +395,7 @@ impl Tasks {
         let attrs = [("container.id", task.id.clone()), ("containerd.namespace", self.namespace.clone()), ("exit.status", status.to_string())];
         let (root, spans) = task.trace.finish(&task.id, exited, attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
         log::info!("{}: span {root}", task.id);
-        trace::export(&root, &spans);
+        trace::export(&root, &spans, task.trace.parent().as_deref());
     }
 }
 
@@ -408,7 +408,7 @@ fn ended(state: &State) -> Deleted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::Launch;
+    use crate::launch::Launch;
     use crate::shim::runtime::Runtime;
     use crate::shim::task::IoPaths;
     use crate::trace::Trace;

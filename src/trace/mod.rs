@@ -5,7 +5,9 @@
 //!
 //! The shim logs each span as it ends (`ID: span load 1.9 ms aot=hit`), and with the `otlp`
 //! feature exports a container's spans as one trace over OTLP when the container is deleted
-//! (see [`otlp`]; off unless the standard `OTEL_*` variables ask for it).
+//! (see [`otlp`]; off unless the standard `OTEL_*` variables ask for it). A container whose
+//! spec has the annotation [`PARENT_ANNOTATION`] (a W3C `traceparent`) joins that trace: its
+//! root span is a child of the caller's span.
 #[cfg(feature = "otlp")]
 pub mod otlp;
 
@@ -64,6 +66,9 @@ impl fmt::Display for Span {
     }
 }
 
+/// The annotation that names the caller's span (W3C `traceparent`: `00-TRACE-SPAN-FLAGS`).
+pub const PARENT_ANNOTATION: &str = "wasmedge.io/traceparent";
+
 /// The marker of a span line on a container process's log pipe.
 const WIRE_PREFIX: &str = "SPAN ";
 
@@ -77,13 +82,15 @@ pub struct Trace(Arc<(Mutex<Spans>, Condvar)>);
 struct Spans {
     created: SystemTime,
     spans: Vec<Span>,
+    /// The caller's span, from [`PARENT_ANNOTATION`].
+    parent: Option<String>,
     /// Log pipes of the container's processes not yet read to their end.
     open_pipes: usize,
 }
 
 impl Trace {
     pub fn new(created: SystemTime) -> Trace {
-        Trace(Arc::new((Mutex::new(Spans { created, spans: Vec::new(), open_pipes: 0 }), Condvar::new())))
+        Trace(Arc::new((Mutex::new(Spans { created, spans: Vec::new(), parent: None, open_pipes: 0 }), Condvar::new())))
     }
 
     fn spans(&self) -> MutexGuard<'_, Spans> {
@@ -92,6 +99,15 @@ impl Trace {
 
     pub fn created(&self) -> SystemTime {
         self.spans().created
+    }
+
+    /// The container's trace continues the caller's (a W3C `traceparent`).
+    pub fn set_parent(&self, traceparent: &str) {
+        self.spans().parent = Some(traceparent.to_string());
+    }
+
+    pub fn parent(&self) -> Option<String> {
+        self.spans().parent.clone()
     }
 
     /// Records a finished span and logs it with the container's (or exec's) name.
@@ -138,11 +154,12 @@ impl Trace {
     }
 }
 
-/// Exports a container's finished trace (with the `otlp` feature and export configured).
+/// Exports a container's finished trace (with the `otlp` feature and export configured), under
+/// the `parent` span (a W3C `traceparent`) if given.
 #[cfg_attr(not(feature = "otlp"), allow(unused_variables))]
-pub fn export(root: &Span, spans: &[Span]) {
+pub fn export(root: &Span, spans: &[Span], parent: Option<&str>) {
     #[cfg(feature = "otlp")]
-    otlp::export(root, spans);
+    otlp::export(root, spans, parent);
 }
 
 /// Sends what is left to export; the shim calls it before it exits.

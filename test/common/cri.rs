@@ -5,7 +5,7 @@
 //! busybox-static and the hello module, both for linux/amd64.
 
 use super::*;
-use containerd_shim_wasmedge::image::writer::{self, Blob, Format, ImageSpec as OciImageSpec, LayerFile};
+use containerd_shim_wasmedge::image::writer::{self, Format, ImageSpec as OciImageSpec, LayerFile};
 use std::collections::HashMap;
 
 pub const HANDLER: &str = "wasmedge";
@@ -235,6 +235,27 @@ pub struct Image {
     pub id: String,
 }
 #[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthConfig {
+    #[prost(string, tag = "1")]
+    pub username: String,
+    #[prost(string, tag = "2")]
+    pub password: String,
+}
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PullImageRequest {
+    #[prost(message, optional, tag = "1")]
+    pub image: Option<ImageSpec>,
+    #[prost(message, optional, tag = "2")]
+    pub auth: Option<AuthConfig>,
+    #[prost(message, optional, tag = "3")]
+    pub sandbox_config: Option<PodSandboxConfig>,
+}
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PullImageResponse {
+    #[prost(string, tag = "1")]
+    pub image_ref: String,
+}
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct ImageStatusResponse {
     #[prost(message, optional, tag = "1")]
     pub image: Option<Image>,
@@ -264,7 +285,7 @@ impl Cri {
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
-        let service = if method.starts_with("Image") { "ImageService" } else { "RuntimeService" };
+        let service = if method.starts_with("Image") || method == "PullImage" { "ImageService" } else { "RuntimeService" };
         let path = format!("/runtime.v1.{service}/{method}").parse().unwrap();
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
         self.rt.block_on(async {
@@ -297,24 +318,36 @@ impl Cri {
     }
 }
 
-/// Rewrites a built image's config and index for `linux/amd64`: CRI resolves images for the
-/// node's platform, and the shim still tells wasm by the module's magic.
-pub fn for_linux(mut image: writer::Image) -> writer::Image {
-    use oci_spec::image::MediaType;
-    let mut config: serde_json::Value = serde_json::from_slice(&image.config.data).unwrap();
-    config["architecture"] = "amd64".into();
-    config["os"] = "linux".into();
-    image.config = Blob::new(MediaType::ImageConfig, serde_json::to_vec(&config).unwrap());
-    let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest.data).unwrap();
-    manifest["config"]["digest"] = image.config.digest.to_string().into();
-    manifest["config"]["size"] = image.config.data.len().into();
-    image.manifest = Blob::new(MediaType::ImageManifest, serde_json::to_vec(&manifest).unwrap());
-    let mut index = serde_json::to_value(&image.index).unwrap();
-    index["manifests"][0]["digest"] = image.manifest.digest.to_string().into();
-    index["manifests"][0]["size"] = image.manifest.data.len().into();
-    index["manifests"][0]["platform"] = serde_json::json!({"architecture": "amd64", "os": "linux"});
-    image.index = serde_json::from_value(index).unwrap();
-    image
+/// The tests' containerd config with its CRI plugin back on: runtime handler `wasmedge` for this
+/// shim, our busybox image as the pause image.
+pub fn cri_config(root: &Path, state: &Path, sock: &Path) -> String {
+    let base = config_toml(root, state, sock).replace("  \"io.containerd.grpc.v1.cri\",\n", "");
+    format!(
+        r#"{base}
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+  sandbox = "{BUSYBOX_IMAGE}"
+
+# This sandbox lacks CAP_SYS_RESOURCE: the pause container's oom_score_adj of -998 cannot be set.
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{HANDLER}]
+  runtime_type = "io.containerd.wasmedge.v1"
+
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+"#
+    )
+}
+
+/// `ctr -n NAMESPACE ARGS` on this containerd; its stdout.
+pub fn containerd_in(containerd: &Containerd, namespace: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new("ctr");
+    cmd.arg("-a").arg(containerd.sock()).args(["-n", namespace]).args(args);
+    let out = exec_bounded(&mut cmd, None, CTR_TIMEOUT);
+    assert_eq!(out.code, 0, "ctr -n {namespace} {args:?} failed: {out:#?}");
+    out.stdout
 }
 
 pub fn save(image: writer::Image, name: &str) -> PathBuf {
@@ -330,12 +363,13 @@ pub fn busybox_image() -> PathBuf {
         reference: BUSYBOX_IMAGE.into(),
         files: vec![LayerFile { path: "/bin/busybox".into(), data: busybox, mode: 0o755 }],
         entrypoint: vec!["/bin/busybox".into(), "sleep".into(), "2147483647".into()],
+        platforms: vec!["linux/amd64".parse().unwrap()],
         ..Default::default()
     };
-    save(for_linux(writer::build(&spec).unwrap()), "e2e-busybox-cri.tar")
+    save(writer::build(&spec).unwrap(), "e2e-busybox-cri.tar")
 }
 
-/// The hello module as /app.wasm, in an image CRI can resolve.
+/// The hello module as /app.wasm, with the default platforms: CRI resolves linux/amd64.
 pub fn wasm_image() -> PathBuf {
     let spec = OciImageSpec {
         reference: WASM_IMAGE.into(),
@@ -346,7 +380,7 @@ pub fn wasm_image() -> PathBuf {
         entrypoint: vec!["/app.wasm".into()],
         ..Default::default()
     };
-    save(for_linux(writer::build(&spec).unwrap()), "hello-wasm-cri.tar")
+    save(writer::build(&spec).unwrap(), "hello-wasm-cri.tar")
 }
 
 /// The pods this test made, removed (best effort) even when it fails, before containerd stops,

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub mod cri;
+pub mod docker;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 
 pub const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasmedge-v1");
 pub const IMAGE_TOOL: &str = env!("CARGO_BIN_EXE_wasmedge-image");

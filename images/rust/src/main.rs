@@ -25,7 +25,12 @@ fn main() {
         },
         (Some("exit"), [code]) => exit(code.parse().unwrap_or_else(|_| fail("exit: bad code"))),
         (Some("wordfreq"), [path]) => wordfreq(path),
-        _ => fail("usage: [echo WORDS...|env NAME|stdin|cat PATH|exit N|wordfreq PATH]"),
+        // The dependency from crates.io: parse, then print with the keys sorted.
+        (Some("json"), [text]) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(value) => println!("{value}"),
+            Err(e) => fail(&format!("json: {e}")),
+        },
+        _ => fail("usage: [echo WORDS...|env NAME|stdin|cat PATH|exit N|wordfreq PATH|json TEXT]"),
     }
 }
 

@@ -2,6 +2,7 @@
 // argument picks what to do; every example language answers the same commands. esbuild strips
 // the types and bundles the modules; the result runs on the QuickJS runtime module.
 import { readFileSync } from "fs";
+import ms from "ms";
 import { summarize } from "./orders";
 
 declare function readline(): string | null; // offered by the runtime: one line of stdin
@@ -42,6 +43,9 @@ switch (cmd) {
     console.log(`total ${total.toFixed(2)}`);
     break;
   }
+  case "ms": // the dependency from npm: "1.5h" -> 5400000, 90000 -> "2m"
+    console.log(/^\d+$/.test(rest[0]!) ? ms(Number(rest[0])) : String(ms(rest[0]! as any)));
+    break;
   default:
-    fail("usage: [echo WORDS...|env NAME|stdin|cat PATH|exit N|orders PATH]");
+    fail("usage: [echo WORDS...|env NAME|stdin|cat PATH|exit N|orders PATH|ms DURATION]");
 }

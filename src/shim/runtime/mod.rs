@@ -4,11 +4,11 @@
 mod runc;
 mod wasm;
 
-use crate::container::{stdio::Stdio, Launch};
+use crate::launch::{stdio::Stdio, Launch};
 use crate::trace::Trace;
 use anyhow::Result;
 
-pub use crate::container::runc::Runc;
+pub use crate::launch::runc::Runc;
 pub use runc::create as create_runc;
 pub use wasm::create as create_wasm;
 

@@ -1,6 +1,6 @@
-//! A Linux container, run by runc (see [`crate::container::runc`]).
+//! A Linux container, run by runc (see [`crate::launch::runc`]).
 use super::{Runc, Runtime};
-use crate::container::{stdio::Stdio, Launch};
+use crate::launch::{stdio::Stdio, Launch};
 use crate::trace::{Span, Trace};
 use anyhow::Result;
 use std::path::Path;
