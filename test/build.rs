@@ -683,11 +683,61 @@ fn rust_build_scripts_run_in_the_build_sandbox() {
     .unwrap();
     fs::write(dir.path().join("src/main.rs"), "fn main() { println!(\"built offline\"); }\n").unwrap();
     let tar = dir.path().join("offline.tar");
-    let out = image_tool(&["build", dir.path().to_str().unwrap(), "--tag", "offline:test", "--out", tar.to_str().unwrap()], aux_cache_dir());
-    assert_eq!(out.code, 0, "{out:#?}");
-    for seen in ["no network in the build", "no host file in the build", "the crate is read-only in the build"] {
-        assert!(out.stderr.contains(seen), "{seen:?} missing in:\n{}", out.stderr);
+    // Only the build scripts in the sandbox (the default), then the whole compile (--sandbox).
+    for mode in [&["--no-cache"][..], &["--no-cache", "--sandbox"]] {
+        let mut args = vec!["build", dir.path().to_str().unwrap(), "--tag", "offline:test", "--out", tar.to_str().unwrap()];
+        args.extend(mode);
+        let out = image_tool(&args, aux_cache_dir());
+        assert_eq!(out.code, 0, "{mode:?}: {out:#?}");
+        for seen in ["no network in the build", "no host file in the build", "the crate is read-only in the build"] {
+            assert!(out.stderr.contains(seen), "{mode:?}: {seen:?} missing in:\n{}", out.stderr);
+        }
+        assert!(!escape.exists(), "{mode:?}: the build script wrote {} on the host", escape.display());
+        assert!(!dir.path().join("written").exists());
     }
-    assert!(!escape.exists(), "the build script wrote {} on the host", escape.display());
-    assert!(!dir.path().join("written").exists());
+}
+
+#[test]
+fn sandbox_compiles_see_the_sources_and_toolchains_only() {
+    toolchains_ready();
+    // A header of the host outside the sources: the compiler finds it on the host, and with
+    // --sandbox it does not exist.
+    let host = tempfile::tempdir().unwrap();
+    let secret = host.path().join("secret.h");
+    fs::write(&secret, "static const char *secret = \"host secret\";\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("leak.c", format!("#include <stdio.h>\n#include \"{}\"\nint main(void) {{ puts(secret); return 0; }}\n", secret.display())),
+        ("leak.rs", format!("fn main() {{ print!(\"{{}}\", include_str!(\"{}\")); }}\n", secret.display())),
+    ];
+    for (name, text) in &cases {
+        fs::write(dir.path().join(name), text).unwrap();
+        let src = dir.path().join(name);
+        let build = |extra: &[&str]| {
+            let mut args = vec!["build", src.to_str().unwrap(), "--no-cache", "--tag", "leak:test", "--out"];
+            let tar = dir.path().join("leak.tar");
+            args.push(tar.to_str().unwrap());
+            args.extend(extra);
+            image_tool(&args, aux_cache_dir())
+        };
+        let open = build(&[]);
+        assert_eq!(open.code, 0, "{name}: the host's header should be found without the sandbox: {open:#?}");
+        let sandboxed = build(&["--sandbox"]);
+        assert_ne!(sandboxed.code, 0, "{name}: the sandboxed compile read the host's file: {sandboxed:#?}");
+        assert!(sandboxed.stderr.contains("the compile in the build sandbox failed"), "{name}: {}", sandboxed.stderr);
+        let missing = ["file not found", "No such file or directory"];
+        assert!(missing.iter().any(|m| sandboxed.stderr.contains(m)), "{name}: {}", sandboxed.stderr);
+    }
+    // A project with npm dependencies: fetched here, then bundled in the sandbox, offline.
+    let containerd = Containerd::start();
+    let mut cmd = Command::new(IMAGE_TOOL);
+    cmd.arg("run")
+        .arg("--address")
+        .arg(containerd.sock())
+        .args(["--namespace", NAMESPACE, "--tag", "docker.io/library/sandboxed-js:test", "--sandbox", "--no-cache", "--cache-dir"])
+        .arg(aux_cache_dir())
+        .args(["images/javascript", "slug", "Built in a Sandbox"])
+        .current_dir(repo());
+    let out = exec_bounded(&mut cmd, None, RUN_TIMEOUT);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "built-in-a-sandbox\n"), "{out:#?}");
 }

@@ -48,6 +48,9 @@ enum Command {
     Precompile(build::cli::PrecompileArgs),
     /// List the languages `build` knows, one JSON object a line (name, aliases, extension).
     Languages,
+    /// What `build --sandbox` runs in the build sandbox.
+    #[command(hide = true)]
+    Compile(build::cli::CompileInSandboxArgs),
 }
 
 #[derive(Args)]
@@ -104,6 +107,7 @@ fn run(command: Command) -> Result<()> {
         Command::Precompile(args) => build::cli::precompile(args),
         Command::Cache(args) => build::cli::cache(args),
         Command::Languages => build::cli::languages(),
+        Command::Compile(args) => build::cli::compile_in_sandbox(args),
     }
 }
 

@@ -61,18 +61,23 @@ impl Cache {
         self.dir.join(key)
     }
 
-    /// The compile stored under `key`, if any. A damaged or expired entry is a miss.
+    /// The compile stored under `key`, if any. A damaged or expired entry is a miss, and so is
+    /// one with a link in it: an entry the build sandbox wrote is read this way too.
     pub fn get(&self, key: &str) -> Result<Option<Compiled>> {
         let dir = self.entry_dir(key);
+        let is_dir = |d: &Path| fs::symlink_metadata(d).is_ok_and(|m| m.is_dir());
+        if !is_dir(&dir) || !is_dir(&dir.join("files")) {
+            return Ok(None);
+        }
         let used = fs::metadata(dir.join("entry.json")).and_then(|m| m.modified());
         if used.is_ok_and(|t| self.expired(t)) {
             return Ok(None);
         }
-        let Ok(meta) = fs::read(dir.join("entry.json")) else { return Ok(None) };
+        let Ok(meta) = read_regular(&dir.join("entry.json")) else { return Ok(None) };
         let Ok(entry) = serde_json::from_slice::<Entry>(&meta) else { return Ok(None) };
         let mut files = Vec::new();
         for (i, f) in entry.files.iter().enumerate() {
-            let Ok(data) = fs::read(dir.join("files").join(i.to_string())) else { return Ok(None) };
+            let Ok(data) = read_regular(&dir.join("files").join(i.to_string())) else { return Ok(None) };
             files.push(LayerFile { path: f.path.clone(), data, mode: f.mode });
         }
         // Touch it: eviction keeps what is in use.
@@ -181,6 +186,19 @@ fn dir_size(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// A regular file's bytes, not followed through a link (nor waiting on a FIFO).
+fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)?;
+    Ok(data)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::ctr::{self, Ctr};
 use super::util::progress;
 use containerd_shim_wasmedge::progress::human;
 use super::registry::RegistryArgs;
-use super::{cache, inspect as inspector, precompile, toolchains as tc, transfer, BuildOptions, Dirs, Lang};
+use super::{cache, inspect as inspector, precompile, toolchains as tc, transfer, BuildOptions, Dirs, Lang, Sandbox, Source};
 
 /// Where containerd is.
 #[derive(Args, Clone)]
@@ -48,6 +48,10 @@ pub struct CompileArgs {
     /// build sandbox, a runc container that needs root.
     #[arg(long)]
     no_sandbox: bool,
+    /// Run the whole compile in the build sandbox (root and runc): the compiler sees the sources,
+    /// the toolchains and the fetched dependencies only, and no network.
+    #[arg(long, conflicts_with = "no_sandbox")]
+    sandbox: bool,
     #[command(flatten)]
     cache: CacheArgs,
     /// Extra file for the image.
@@ -75,7 +79,11 @@ impl CompileArgs {
             compiler_args: self.compiler_args.clone(),
             files,
             no_cache: self.no_cache,
-            no_sandbox: self.no_sandbox,
+            sandbox: match (self.sandbox, self.no_sandbox) {
+                (true, _) => Sandbox::Compile,
+                (_, true) => Sandbox::Off,
+                _ => Sandbox::PackageCode,
+            },
             cache_max_bytes: self.cache.cache_max_mb << 20,
             cache_ttl: Some(self.cache.ttl()?),
             ..Default::default()
@@ -209,6 +217,29 @@ pub fn build(a: BuildArgs) -> Result<()> {
     }
     println!("{} {}", image.reference, image.target().digest);
     Ok(())
+}
+
+/// `compile`, which the build sandbox runs for `--sandbox`.
+#[derive(Args)]
+pub struct CompileInSandboxArgs {
+    /// The sources, at their path on the host.
+    src: PathBuf,
+    #[arg(long)]
+    lang: String,
+    #[arg(long = "compiler-arg", value_name = "X", allow_hyphen_values = true)]
+    compiler_args: Vec<String>,
+    /// Where the result goes, as a compile-cache entry.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Compiles in this process, which is the build sandbox's: offline, with nothing left to confine.
+pub fn compile_in_sandbox(a: CompileInSandboxArgs) -> Result<()> {
+    let lang: Lang = a.lang.parse()?;
+    let dirs = Dirs::from_env(None);
+    let work = tempfile::Builder::new().prefix("wasmedge-build-").tempdir()?;
+    let compiled = super::compile(lang, &Source::new(&a.src)?, Sandbox::Inside, &a.compiler_args, &dirs, work.path())?;
+    cache::Cache::new(&a.out, 0, cache::DEFAULT_TTL).put(super::sandbox::COMPILED, &compiled)
 }
 
 #[derive(Args)]

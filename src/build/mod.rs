@@ -345,13 +345,28 @@ pub struct BuildOptions {
     pub platforms: Vec<Platform>,
     /// Do not look the compile up in the cache (the result is still stored).
     pub no_cache: bool,
-    /// Run the steps that run package code (Rust's build scripts and proc macros) on this host
-    /// instead of in the build sandbox.
-    pub no_sandbox: bool,
+    /// Which steps run in the build sandbox.
+    pub sandbox: Sandbox,
     /// Bound of the compile cache in bytes.
     pub cache_max_bytes: u64,
     /// How long a compile is kept after its last use (default [`cache::DEFAULT_TTL`]).
     pub cache_ttl: Option<std::time::Duration>,
+}
+
+/// Which steps of a build run in the build sandbox (a runc container: the sources and the
+/// toolchains read-only, no network; see `sandbox.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sandbox {
+    /// The steps that run package code: Rust's build scripts and proc macros.
+    #[default]
+    PackageCode,
+    /// The whole compile (`--sandbox`), so a compiler that reads what the sources name
+    /// (`#include`, `include_str!`, an import) finds only them and the toolchains.
+    Compile,
+    /// None (`--no-sandbox`): on this host, offline where package code runs.
+    Off,
+    /// This process is the sandbox's (`wasmedge-image compile`): no fetch, nothing more to confine.
+    Inside,
 }
 
 /// The result of [`build`].
@@ -398,8 +413,12 @@ pub fn build(src: &Path, opts: &BuildOptions, dirs: &Dirs) -> Result<Built> {
             let why = if opts.no_cache { "--no-cache" } else { "cache miss" };
             progress(&format!("{why}: {lang} {short}: compiling {}", source.path.display()));
             let started = Instant::now();
-            let work = tempfile::Builder::new().prefix("wasmedge-build-").tempdir()?;
-            let compiled = compile(lang, &source, opts, dirs, work.path())?;
+            let compiled = if opts.sandbox == Sandbox::Compile {
+                sandbox::compile(lang, &source, &opts.compiler_args, dirs)?
+            } else {
+                let work = tempfile::Builder::new().prefix("wasmedge-build-").tempdir()?;
+                compile(lang, &source, opts.sandbox, &opts.compiler_args, dirs, work.path())?
+            };
             progress(&format!("compiled {lang} in {:.1}s", started.elapsed().as_secs_f64()));
             if let Err(e) = cache.put(&key, &compiled) {
                 progress(&format!("warning: not cached: {e:#}"));
@@ -459,13 +478,14 @@ fn dependency_layers(lang: Lang, src: &Source, dirs: &Dirs) -> Result<Vec<Layer>
     }
 }
 
-fn compile(lang: Lang, src: &Source, opts: &BuildOptions, dirs: &Dirs, work: &Path) -> Result<Compiled> {
+/// Compiles `src` in this process (`sandbox` says which of its steps go to the build sandbox).
+pub fn compile(lang: Lang, src: &Source, sandbox: Sandbox, compiler_args: &[String], dirs: &Dirs, work: &Path) -> Result<Compiled> {
     match lang {
-        Lang::Rust => rust::compile(src, &opts.compiler_args, opts.no_sandbox, dirs, work),
-        Lang::C | Lang::Cpp => c::compile(lang, src, &opts.compiler_args, work),
-        Lang::Go => go::compile(src, &opts.compiler_args, work),
-        Lang::JavaScript | Lang::TypeScript => js::compile(lang, src, &opts.compiler_args, dirs, work),
-        Lang::AssemblyScript => assemblyscript::compile(src, &opts.compiler_args, dirs, work),
+        Lang::Rust => rust::compile(src, compiler_args, sandbox, dirs, work),
+        Lang::C | Lang::Cpp => c::compile(lang, src, compiler_args, work),
+        Lang::Go => go::compile(src, compiler_args, work),
+        Lang::JavaScript | Lang::TypeScript => js::compile(lang, src, compiler_args, dirs, work),
+        Lang::AssemblyScript => assemblyscript::compile(src, compiler_args, dirs, work),
         Lang::Python => python::compile(src),
         Lang::Wasm => {
             ensure!(src.is_file, "--lang wasm takes a .wasm file, not a directory");

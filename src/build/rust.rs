@@ -1,8 +1,9 @@
 //! Rust → wasm32-wasip1: `cargo build --release` for a crate (in the build sandbox: it runs
-//! build scripts and proc macros), `rustc` for a single file (which runs no package code).
+//! build scripts and proc macros), `rustc` for a single file (which runs no package code, and
+//! runs in the sandbox only with `--sandbox`).
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -10,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use super::sandbox::{self, Step};
 use super::util::{progress, run_tool, stdout_of, which, Hasher};
 use containerd_shim_wasmedge::progress::Progress;
-use super::{module_at_app_wasm, Compiled, Dirs, Source, Toolchain};
+use super::{module_at_app_wasm, Compiled, Dirs, Sandbox, Source, Toolchain};
 
 pub const TARGET: &str = "wasm32-wasip1";
 
@@ -33,32 +34,21 @@ pub fn target_installed() -> Result<bool> {
     }))
 }
 
-pub fn compile(src: &Source, compiler_args: &[String], no_sandbox: bool, dirs: &Dirs, work: &Path) -> Result<Compiled> {
+pub fn compile(src: &Source, compiler_args: &[String], sandbox: Sandbox, dirs: &Dirs, work: &Path) -> Result<Compiled> {
     if src.is_file {
         return compile_file(src, compiler_args, work);
     }
-    let manifest = src.path.join("Cargo.toml");
-    if !manifest.exists() {
-        bail!("{} has no Cargo.toml; give a crate directory or a .rs file", src.path.display());
+    // Dependencies come from crates.io by `cargo fetch`, which runs no package code (inside the
+    // sandbox it already ran, before). The build runs build scripts and proc macros: in the
+    // build sandbox, which reads the crate and the toolchains and writes only the crate's
+    // target directory, with no network; or, with --no-sandbox, on this host, offline and
+    // without network where a namespace can be made.
+    let manifest = manifest(src)?;
+    if sandbox != Sandbox::Inside {
+        fetch(&manifest)?;
     }
-    // Dependencies come from crates.io by `cargo fetch`, which runs no package code. The build
-    // runs build scripts and proc macros: in the build sandbox, which reads the crate and the
-    // toolchains and writes only the crate's target directory, with no network; or, with
-    // --no-sandbox, on this host, offline and without network where a namespace can be made.
-    let locked = src.path.join("Cargo.lock").exists();
-    let fetching = Progress::step("cargo fetch (crates.io)");
-    run_tool(
-        Command::new("cargo").arg("fetch").args(locked.then_some("--locked")).arg("--manifest-path").arg(&manifest),
-        "cargo fetch",
-    )?;
-    fetching.finish();
-    // A target directory per crate: kept between builds, and never shared with another crate's
-    // build scripts.
-    let crate_dir = fs::canonicalize(&src.path).with_context(|| format!("resolving {}", src.path.display()))?;
-    let mut key = Hasher::new("cargo target");
-    key.field(&crate_dir.to_string_lossy());
-    let target_dir = dirs.toolchains.join("cargo-target").join(&key.hex()[..16]);
-    fs::create_dir_all(&target_dir).with_context(|| format!("creating {}", target_dir.display()))?;
+    let crate_dir = src.path.clone();
+    let target_dir = target_dir(src, dirs)?;
     let mut args: Vec<String> = ["build", "--offline", "--locked", "--release", "--target", TARGET, "--message-format", "json-render-diagnostics"]
         .map(String::from)
         .to_vec();
@@ -66,28 +56,38 @@ pub fn compile(src: &Source, compiler_args: &[String], no_sandbox: bool, dirs: &
     args.extend(["--target-dir".into(), target_dir.to_string_lossy().into_owned()]);
     args.extend(compiler_args.iter().cloned());
     // stdout is cargo's JSON (artifact paths); diagnostics are rendered on stderr as usual.
-    let building = Progress::step(if no_sandbox { "cargo build (offline, on this host)" } else { "cargo build (offline, in the build sandbox)" });
-    let out = if no_sandbox {
-        without_network("cargo")
-            .args(&args)
-            .current_dir(&crate_dir)
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .output()
-            .context("cannot run cargo")?
-    } else {
-        let step = Step {
-            args: [vec!["cargo".to_string()], args].concat(),
-            cwd: crate_dir.clone(),
-            read_only: vec![crate_dir.clone()],
-            writable: vec![target_dir.clone()],
-        };
-        sandbox::output(step, dirs)?
+    let out = match sandbox {
+        Sandbox::PackageCode | Sandbox::Compile => {
+            let building = Progress::step("cargo build (offline, in the build sandbox)");
+            let step = Step {
+                args: [vec!["cargo".to_string()], args].concat(),
+                cwd: crate_dir.clone(),
+                home: None,
+                read_only: vec![crate_dir.clone()],
+                writable: vec![target_dir.clone()],
+            };
+            let out = sandbox::output(step, dirs)?;
+            building.finish();
+            out
+        }
+        Sandbox::Off | Sandbox::Inside => {
+            let building = Progress::step("cargo build (offline)");
+            // Inside the sandbox there is no network to cut off.
+            let mut cargo = if sandbox == Sandbox::Off { without_network("cargo") } else { Command::new("cargo") };
+            let out = cargo
+                .args(&args)
+                .current_dir(&crate_dir)
+                .env_remove("CARGO_TARGET_DIR")
+                .env_remove("CARGO_BUILD_TARGET")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .output()
+                .context("cannot run cargo")?;
+            building.finish();
+            out
+        }
     };
-    building.finish();
     if !out.status.success() {
         bail!("cargo build failed ({})", out.status);
     }
@@ -110,8 +110,45 @@ pub fn compile(src: &Source, compiler_args: &[String], no_sandbox: bool, dirs: &
             several.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
         ),
     };
-    let data = fs::read(&module).with_context(|| format!("reading {module}"))?;
+    // The path comes from a process that ran package code: only a file in the target
+    // directory is taken, never one a link or a forged message points at.
+    let real = fs::canonicalize(&module).with_context(|| format!("reading {module}"))?;
+    if !real.starts_with(fs::canonicalize(&target_dir)?) || !fs::symlink_metadata(&real)?.is_file() {
+        bail!("cargo named {module} as the module, which is not a file of the target directory {}", target_dir.display());
+    }
+    let data = fs::read(&real).with_context(|| format!("reading {module}"))?;
     Ok(module_at_app_wasm(data))
+}
+
+/// A crate's `Cargo.toml`.
+pub fn manifest(src: &Source) -> Result<PathBuf> {
+    let manifest = src.path.join("Cargo.toml");
+    if !manifest.exists() {
+        bail!("{} has no Cargo.toml; give a crate directory or a .rs file", src.path.display());
+    }
+    Ok(manifest)
+}
+
+/// `cargo fetch` of a crate's dependencies, on this host: the build sandbox has no network.
+pub fn fetch(manifest: &Path) -> Result<()> {
+    let locked = manifest.with_file_name("Cargo.lock").exists();
+    let fetching = Progress::step("cargo fetch (crates.io)");
+    run_tool(
+        Command::new("cargo").arg("fetch").args(locked.then_some("--locked")).arg("--manifest-path").arg(manifest),
+        "cargo fetch",
+    )?;
+    fetching.finish();
+    Ok(())
+}
+
+/// A target directory per crate: kept between builds, and never shared with another crate's
+/// build scripts.
+pub fn target_dir(src: &Source, dirs: &Dirs) -> Result<PathBuf> {
+    let mut key = Hasher::new("cargo target");
+    key.field(&src.path.to_string_lossy());
+    let target_dir = dirs.toolchains.join("cargo-target").join(&key.hex()[..16]);
+    fs::create_dir_all(&target_dir).with_context(|| format!("creating {}", target_dir.display()))?;
+    Ok(target_dir)
 }
 
 /// `program` in a new network namespace with no interface up (`unshare --net`, as root, else

@@ -1,8 +1,10 @@
-//! A build step that runs package code (Rust's build scripts and proc macros) runs in the build
-//! sandbox (`containerd_shim_wasmedge::build_sandbox`), started with runc itself: the same spec
-//! the execute service gives runc through containerd.
+//! A build step that runs package code (Rust's build scripts and proc macros), or with
+//! `--sandbox` the whole compile, runs in the build sandbox
+//! (`containerd_shim_wasmedge::build_sandbox`), started with runc itself: the same spec the
+//! execute service gives runc through containerd.
 
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
@@ -10,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context, Result};
 
 use super::util::{progress, which};
-use super::Dirs;
+use super::{cache, deps, rust, Compiled, Dirs, Lang, Source};
 use containerd_shim_wasmedge::build_sandbox::{self, BuildSandbox, Toolchains};
 
 /// Bounds of a sandboxed step: generous for a real crate, finite for a hostile one.
@@ -20,13 +22,65 @@ const TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const RUNC_ROOT: &str = "/run/wasmedge-image/runc";
 
 /// A command for the sandbox: `args` run in `cwd`, reading `read_only` and writing `writable`
-/// (host paths, bound at the same paths), with the Rust toolchains read-only.
+/// (host paths, bound at the same paths), with the Rust toolchains read-only; `HOME` and
+/// `TMPDIR` are `home`, else the sandbox's own /tmp.
 pub struct Step {
     pub args: Vec<String>,
     pub cwd: PathBuf,
+    pub home: Option<PathBuf>,
     pub read_only: Vec<PathBuf>,
     pub writable: Vec<PathBuf>,
 }
+
+/// The whole compile of `src` in the sandbox (`--sandbox`): this program's `compile` there,
+/// offline, reading the sources, the toolchains and the dependencies fetched here before, and
+/// writing only a scratch directory (and a crate's target directory), from which the result is
+/// read back as a compile-cache entry.
+pub fn compile(lang: Lang, src: &Source, compiler_args: &[String], dirs: &Dirs) -> Result<Compiled> {
+    let mut writable = Vec::new();
+    match lang {
+        Lang::Rust if !src.is_file => {
+            rust::fetch(&rust::manifest(src)?)?;
+            writable.push(rust::target_dir(src, dirs)?);
+        }
+        Lang::JavaScript | Lang::TypeScript if !src.is_file && deps::has_npm_dependencies(&src.path)? => {
+            deps::npm_modules(&src.path, dirs)?;
+        }
+        _ => {}
+    }
+    let exe = std::env::current_exe().context("finding this program, for the sandbox")?;
+    fs::create_dir_all(&dirs.toolchains).with_context(|| format!("creating {}", dirs.toolchains.display()))?;
+    let scratch = tempfile::Builder::new().prefix("sandbox-compile-").tempdir_in(&dirs.toolchains)?;
+    let (out, home) = (scratch.path().join("out"), scratch.path().join("home"));
+    for dir in [&out, &home] {
+        fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    writable.extend([out.clone(), home.clone()]);
+    let mut args = vec![exe.to_string_lossy().into_owned(), "compile".into(), "--lang".into(), lang.name().into(), "--out".into()];
+    args.push(out.to_string_lossy().into_owned());
+    for a in compiler_args {
+        args.push(format!("--compiler-arg={a}"));
+    }
+    args.push(src.path.to_string_lossy().into_owned());
+    let step = Step {
+        args,
+        cwd: home.clone(),
+        home: Some(home),
+        read_only: vec![src.dir().to_path_buf(), exe, dirs.toolchains.clone()],
+        writable,
+    };
+    let ran = output(step, dirs)?;
+    if !ran.status.success() {
+        bail!("the compile in the build sandbox failed ({})", ran.status);
+    }
+    // What the sandbox wrote is read as data only, never through a link (Cache::get).
+    cache::Cache::new(&out, 0, cache::DEFAULT_TTL)
+        .get(COMPILED)?
+        .context("the compile in the build sandbox left no result")
+}
+
+/// The key of the result `compile` stores in its `--out` directory.
+pub const COMPILED: &str = "compiled";
 
 /// Runs `step` in the sandbox: its stdout captured, its stderr ours, stdin empty.
 pub fn output(step: Step, dirs: &Dirs) -> Result<Output> {
@@ -38,9 +92,10 @@ pub fn output(step: Step, dirs: &Dirs) -> Result<Output> {
 
     let root = dirs.toolchains.join("sandbox-root");
     build_sandbox::prepare_root(&root, &[])?;
-    let toolchains = Toolchains::from_env();
+    let toolchains = Toolchains { prepared: dirs.toolchains.clone(), ..Toolchains::from_env() };
     let mut env = toolchains.env();
-    env.extend(["HOME=/tmp", "TMPDIR=/tmp"].map(String::from));
+    let home = step.home.as_deref().unwrap_or(Path::new("/tmp")).display().to_string();
+    env.extend([format!("HOME={home}"), format!("TMPDIR={home}")]);
     let mut read_only = Toolchains::binds(&[&toolchains.rustup_home, &toolchains.cargo_home]);
     read_only.extend(step.read_only.iter().map(|p| (p.clone(), p.clone())));
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
