@@ -69,6 +69,7 @@ pub fn compile(lang: Lang, src: &Source, compiler_args: &[String], dirs: &Dirs) 
         read_only: vec![src.dir().to_path_buf(), exe, dirs.toolchains.clone()],
         writable,
     };
+    progress("compiling in the build sandbox (offline; the sources and toolchains read-only)");
     let ran = output(step, dirs)?;
     if !ran.status.success() {
         bail!("the compile in the build sandbox failed ({})", ran.status);
