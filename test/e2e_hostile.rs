@@ -441,6 +441,59 @@ fn a_compile_bomb_is_bounded_by_the_compile_sandbox() {
     case.finish();
 }
 
+/// The pids of the `compile` processes serving containers whose AOT cache is `aot`.
+fn compile_processes(aot: &Path) -> Vec<i32> {
+    let aot = aot.to_string_lossy().into_owned();
+    let procs = fs::read_dir("/proc").unwrap().flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok());
+    procs
+        .filter(|pid| {
+            let argv = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let argv: Vec<String> = argv.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            argv.get(1).map(String::as_str) == Some(containerd_shim_wasmedge::protocol::COMPILE_ARG)
+                && argv.get(2).is_some_and(|options| options.contains(&aot))
+        })
+        .collect()
+}
+
+/// A container killed while its module compiles takes the compile along: nobody waits for it,
+/// so its sandbox is killed and nothing is stored (the compile would otherwise run on for as
+/// long as its bound allows).
+#[test]
+fn a_container_killed_during_its_compile_stops_the_compile() {
+    let (tar, image) = module_image("killed-compile", &compile_bomb());
+    let case = Case::new(&[&tar]);
+    let dir = tempfile::tempdir().unwrap();
+    let aot = dir.path().join("aot");
+    let file = dir.path().join("options.toml");
+    fs::write(&file, format!("aot_dir = {:?}\ncompile_timeout = \"10m\"\n", aot.to_str().unwrap())).unwrap();
+    let id = unique_id("hostile");
+    let annotation = format!("{SANDBOX_ANNOTATION}={}", case.group);
+    let mut cmd = case.containerd.ctr_command(&["run", "-d", "--platform", PLATFORM, "--runtime", RUNTIME]);
+    cmd.args(["--annotation", &annotation, "--runtime-config-path", file.to_str().unwrap(), &image, &id, "/app.wasm"]);
+    let started = exec_bounded(&mut cmd, None, CTR_TIMEOUT);
+    assert_eq!(started.code, 0, "{started:#?}");
+    wait_until("the compile of the module to start", Duration::from_secs(60), || !compile_processes(&aot).is_empty());
+    let compilers = compile_processes(&aot);
+
+    case.containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", &id]);
+    wait_until("the container to stop", Duration::from_secs(30), || {
+        case.containerd.task(&id).is_some_and(|(_, status)| status == "STOPPED")
+    });
+    assert_eq!(case.containerd.delete_task(&id), 137);
+    case.containerd.ctr_ok(&["container", "delete", &id]);
+    wait_until("the compile to stop", Duration::from_secs(60), || compile_processes(&aot).is_empty());
+    let stored: Vec<_> = fs::read_dir(&aot).unwrap().flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.')).collect();
+    assert!(stored.is_empty(), "the compile of a killed container ran on and stored {stored:?}");
+    // Its sandbox's cgroup (named after the compile process) went with it.
+    let hierarchies = fs::read_dir("/sys/fs/cgroup").unwrap().flatten().map(|e| e.path());
+    for parent in hierarchies.chain([PathBuf::from("/sys/fs/cgroup")]).map(|h| h.join("containerd-shim-wasmedge-compile")).filter(|p| p.is_dir()) {
+        let left: Vec<_> = fs::read_dir(&parent).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let ours: Vec<_> = left.iter().filter(|name| compilers.iter().any(|pid| name.starts_with(&format!("{pid}-")))).collect();
+        assert!(ours.is_empty(), "the compile sandbox's cgroup is left: {ours:?}");
+    }
+    case.finish();
+}
+
 /// Eight containers of one new module start at once: one compiles it, the seven others wait for
 /// its entry and load it, and the cache holds it once with no temporary file left.
 #[test]

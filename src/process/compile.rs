@@ -28,7 +28,7 @@ use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -145,7 +145,7 @@ pub fn compile_main(args: &[String]) -> ! {
         let mut len = [0u8; 8];
         socket.read_exact(&mut len).context("reading the module's length")?;
         let module = receive(&mut socket, u64::from_le_bytes(len))?;
-        Ok(compiled(&cache, &module, &options.compile)?.1)
+        Ok(compiled(&cache, &module, &options.compile, Some(socket.as_fd()))?.1)
     })();
     let mut out = unsafe { File::from_raw_fd(1) };
     let written = match answer {
@@ -173,8 +173,9 @@ fn receive(socket: &mut UnixStream, len: u64) -> Result<Vec<u8>> {
 }
 
 /// The compiled form of `module` from the cache, compiling it in the sandbox on a miss. One
-/// process compiles a module at a time; the others starting it wait for its entry.
-pub fn compiled(cache: &AotCache, module: &[u8], bounds: &CompileOptions) -> Result<(Vec<u8>, Outcome)> {
+/// process compiles a module at a time; the others starting it wait for its entry. A compile
+/// for a `caller` (the container's end of its compile socket) stops when the caller is gone.
+pub fn compiled(cache: &AotCache, module: &[u8], bounds: &CompileOptions, caller: Option<BorrowedFd>) -> Result<(Vec<u8>, Outcome)> {
     let key = aot::cache_key(module, &aot::cpu_identity());
     if let Some(bytes) = cache.lookup(&key) {
         return Ok((bytes, Outcome::Hit));
@@ -183,7 +184,7 @@ pub fn compiled(cache: &AotCache, module: &[u8], bounds: &CompileOptions) -> Res
     if let Some(bytes) = cache.lookup(&key) {
         return Ok((bytes, Outcome::Hit));
     }
-    let bytes = sandboxed(module, bounds)?;
+    let bytes = sandboxed(module, bounds, caller)?;
     if !bytes.starts_with(b"\0asm") {
         bail!("the compile sandbox wrote no wasm module");
     }
@@ -192,7 +193,7 @@ pub fn compiled(cache: &AotCache, module: &[u8], bounds: &CompileOptions) -> Res
 }
 
 /// Compiles `module` in a sandbox process; its error says why the sandbox gave up.
-fn sandboxed(module: &[u8], bounds: &CompileOptions) -> Result<Vec<u8>> {
+fn sandboxed(module: &[u8], bounds: &CompileOptions, caller: Option<BorrowedFd>) -> Result<Vec<u8>> {
     let input = memfd("module")?;
     let mut writer = File::from(input.try_clone()?);
     writer.write_all(module).and_then(|_| writer.rewind()).context("writing the module for the sandbox")?;
@@ -209,7 +210,7 @@ fn sandboxed(module: &[u8], bounds: &CompileOptions) -> Result<Vec<u8>> {
     // caller has not started threads that could hold a lock the child needs.
     let outcome = match unsafe { fork() }.context("forking the compile sandbox")? {
         ForkResult::Child => child(&cgroup, input, output, limit, bounds.timeout),
-        ForkResult::Parent { child } => wait(child, bounds.timeout),
+        ForkResult::Parent { child } => wait(child, bounds.timeout, caller),
     };
     let _ = remove_cgroup(&cgroup);
     let mut out = File::from(output);
@@ -223,22 +224,27 @@ fn sandboxed(module: &[u8], bounds: &CompileOptions) -> Result<Vec<u8>> {
     }
 }
 
-/// Waits for the sandbox, killing it when `limit` has passed. Its exit code, or 128 + signal.
-fn wait(child: Pid, limit: Duration) -> Result<i32> {
+/// Waits for the sandbox, killing it when `limit` has passed or the caller has hung up (its
+/// container was killed: nobody waits for the result). Its exit code, or 128 + signal.
+fn wait(child: Pid, limit: Duration, caller: Option<BorrowedFd>) -> Result<i32> {
+    use nix::poll::{PollFd, PollFlags};
     let deadline = Instant::now() + limit;
     let pidfd = pidfd_open(child)?;
-    let mut fds = [nix::poll::PollFd::new(pidfd.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    fds.extend(caller.map(|fd| PollFd::new(fd, PollFlags::from_bits_retain(libc::POLLRDHUP))));
+    let stop = |why: String| -> Result<i32> {
+        let _ = kill(child, Signal::SIGKILL);
+        waitpid(child, None).context("reaping the compile sandbox")?;
+        bail!(why)
+    };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
         match nix::poll::poll(&mut fds, ms) {
-            Ok(0) if left.is_zero() => {
-                let _ = kill(child, Signal::SIGKILL);
-                waitpid(child, None).context("reaping the compile sandbox")?;
-                bail!("the compile sandbox took longer than {limit:?} and was killed");
-            }
+            Ok(0) if left.is_zero() => return stop(format!("the compile sandbox took longer than {limit:?} and was killed")),
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-            Ok(_) => break,
+            Ok(_) if fds[0].any().unwrap_or(false) => break,
+            Ok(_) => return stop("the container went away during its compile, which was stopped".into()),
             Err(e) => return Err(e).context("waiting for the compile sandbox"),
         }
     }
@@ -394,7 +400,7 @@ pub fn precompile_main(args: &[String]) -> ! {
     for module in modules {
         let start = Instant::now();
         let bounds = CompileOptions::default();
-        match std::fs::read(module).with_context(|| format!("reading {module}")).and_then(|bytes| compiled(&cache, &bytes, &bounds)) {
+        match std::fs::read(module).with_context(|| format!("reading {module}")).and_then(|bytes| compiled(&cache, &bytes, &bounds, None)) {
             Ok((_, outcome)) => println!("{module}: {outcome:?} in {:.0?}", start.elapsed()),
             Err(e) => {
                 eprintln!("{module}: {e:#}");
