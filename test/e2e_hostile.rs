@@ -411,6 +411,14 @@ fn compile_bomb() -> Vec<u8> {
     wat(&text)
 }
 
+/// The compile sandboxes' cgroups: the children of their parent, in the unified hierarchy or in
+/// each v1 one.
+fn compile_sandbox_cgroups() -> Vec<PathBuf> {
+    let hierarchies = fs::read_dir("/sys/fs/cgroup").unwrap().flatten().map(|e| e.path());
+    let parents = hierarchies.chain([PathBuf::from("/sys/fs/cgroup")]).map(|h| h.join("containerd-shim-wasmedge-compile"));
+    parents.filter(|p| p.is_dir()).flat_map(|p| fs::read_dir(p).unwrap().flatten().map(|e| e.path()).filter(|c| c.is_dir())).collect()
+}
+
 /// The compile of a hostile module stays in its sandbox's bounds (here a second and 64 MiB): it
 /// is killed, the module runs in the interpreter, or with `aot_fallback = "fail"` the container
 /// fails with the reason; nothing of the sandbox is left and the shim serves on.
@@ -432,12 +440,8 @@ fn a_compile_bomb_is_bounded_by_the_compile_sandbox() {
     assert_eq!(out.code, 126, "{out:#?}");
     assert!(out.stderr.starts_with("wasmedge: cannot load module: AOT compile failed: the compile sandbox"), "{out:#?}");
     assert_eq!(out.stderr.lines().count(), 1, "{out:#?}");
-    // The sandboxes' parent, in the unified hierarchy or in each v1 one: no child is left.
-    let hierarchies = fs::read_dir("/sys/fs/cgroup").unwrap().flatten().map(|e| e.path());
-    for parent in hierarchies.chain([PathBuf::from("/sys/fs/cgroup")]).map(|h| h.join("containerd-shim-wasmedge-compile")).filter(|p| p.is_dir()) {
-        let left: Vec<_> = fs::read_dir(&parent).unwrap().flatten().filter(|e| e.path().is_dir()).map(|e| e.path()).collect();
-        assert!(left.is_empty(), "compile sandbox cgroups are left: {left:?}");
-    }
+    let left = compile_sandbox_cgroups();
+    assert!(left.is_empty(), "compile sandbox cgroups are left: {left:?}");
     case.finish();
 }
 
@@ -485,12 +489,9 @@ fn a_container_killed_during_its_compile_stops_the_compile() {
     let stored: Vec<_> = fs::read_dir(&aot).unwrap().flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.')).collect();
     assert!(stored.is_empty(), "the compile of a killed container ran on and stored {stored:?}");
     // Its sandbox's cgroup (named after the compile process) went with it.
-    let hierarchies = fs::read_dir("/sys/fs/cgroup").unwrap().flatten().map(|e| e.path());
-    for parent in hierarchies.chain([PathBuf::from("/sys/fs/cgroup")]).map(|h| h.join("containerd-shim-wasmedge-compile")).filter(|p| p.is_dir()) {
-        let left: Vec<_> = fs::read_dir(&parent).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-        let ours: Vec<_> = left.iter().filter(|name| compilers.iter().any(|pid| name.starts_with(&format!("{pid}-")))).collect();
-        assert!(ours.is_empty(), "the compile sandbox's cgroup is left: {ours:?}");
-    }
+    let left = compile_sandbox_cgroups();
+    let ours: Vec<_> = left.iter().filter(|p| compilers.iter().any(|pid| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{pid}-")))).collect();
+    assert!(ours.is_empty(), "the compile sandbox's cgroup is left: {ours:?}");
     case.finish();
 }
 
