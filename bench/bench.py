@@ -8,7 +8,8 @@ several `ctr run --rm` in parallel. Prints tables and writes every figure to --o
 
 Knobs (environment): BENCH_RUNS (30), BENCH_WARMUP (3), BENCH_PRIMES_N (2000000),
 BENCH_COMPUTE_RUNS (3, container runs of primes; the first is reported apart), BENCH_IDLE ("10,50"),
-BENCH_PARALLEL (4), BENCH_PARALLEL_RUNS (100), BENCH_EXTRA_RUNTIME (unset: no extra runtime).
+BENCH_PARALLEL (4), BENCH_PARALLEL_RUNS (100), BENCH_EXTRA_RUNTIME (unset: no extra runtime), BENCH_EXECUTE (1: the
+execute service's section, bench/execute.py, with knobs of its own; 0: without it).
 """
 import argparse
 import concurrent.futures
@@ -25,6 +26,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+
+import execute
 
 HELLO = "docker.io/library/hello-wasm:bench"
 PRIMES = "docker.io/library/primes-wasm:bench"
@@ -636,10 +639,15 @@ def main() -> None:
         row["vs_runc"] = ratio(row["runs_per_s"], base)
     shim = rts[1].label
     results["targets"] = targets(results, shim, f"{shim} (primes), runs 2+")
+    if knob("BENCH_EXECUTE", 1):
+        phase("execute")
+        results["execute"] = execute.measure(a.address, a.namespace, a.work)
 
     results["failures"] = ctr.failures
 
     report(results, rts)
+    if "execute" in results:
+        execute.report(results["execute"], table)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(results, f, indent=2)

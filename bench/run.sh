@@ -12,7 +12,7 @@ wasm=wasm32-wasip1
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-for bin in containerd-shim-wasmedge-v1 wasmedge-image; do
+for bin in containerd-shim-wasmedge-v1 wasmedge-image wasmedge-sandbox; do
   [ -x "target/release/$bin" ] || { echo "target/release/$bin is missing: run cargo build --release --bins" >&2; exit 1; }
 done
 export PATH="$repo/target/release:$PATH"
@@ -21,6 +21,11 @@ mkdir -p "$out"
 step "Building images/hello and images/primes (wasm and native)"
 (cd images/hello && cargo build -q --release --target $wasm --target-dir target)
 (cd images/primes && cargo build -q --release --target $wasm --target-dir target && cargo build -q --release --target-dir target)
+
+if [ "${BENCH_EXECUTE:-1}" != 0 ]; then
+  step "Preparing the execute section's toolchains (Python, JavaScript, Rust)"
+  wasmedge-image toolchains python javascript rust >&2
+fi
 
 step "Packing the images"
 wasmedge-image pack --module images/hello/target/$wasm/release/hello.wasm \

@@ -138,9 +138,29 @@ impl Service {
         all.keys().filter(|n| n.starts_with("wsbx/run/")).map(|run| (run.clone(), chain(run))).collect()
     }
 
-    /// Nothing of any execution is left: containers, tasks, snapshots other than the committed
-    /// program layers, shims, mounts, cgroups, FIFOs and scratch directories.
-    fn assert_nothing_left(&self) {
+    /// Stops the service (SIGTERM) and waits for it to exit.
+    fn stop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        if wait_timeout(&mut self.child, Duration::from_secs(20)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Waits until an execution has written `/work/started` (a marker the test's code writes
+    /// first): it runs.
+    fn wait_for_started(&self) {
+        let scratch = self.state.path().join("scratch");
+        wait_until("the execution to start", Duration::from_secs(300), || {
+            fs::read_dir(&scratch).unwrap().flatten().any(|e| e.path().join("work/started").exists())
+        });
+    }
+
+    /// The service stopped, nothing of any execution (nor of its warm slots) is left:
+    /// containers, tasks, snapshots other than the committed program layers, shims, mounts,
+    /// cgroups, FIFOs and scratch directories.
+    fn assert_nothing_left(&mut self) {
+        self.stop();
         let ctr = |args: &[&str]| self.ctr(args);
         wait_until("containers and tasks to go", Duration::from_secs(30), || {
             ctr(&["container", "ls", "-q"]).trim().is_empty() && ctr(&["task", "ls", "-q"]).trim().is_empty()
@@ -169,11 +189,7 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        if wait_timeout(&mut self.child, Duration::from_secs(20)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.stop();
         if thread::panicking() {
             let log = self.log();
             let lines: Vec<&str> = log.lines().collect();
@@ -301,7 +317,7 @@ fn python(code: &str) -> Value {
 
 #[test]
 fn every_language_gets_args_stdin_env_and_its_exit_code() {
-    let service = Service::start(&[]);
+    let mut service = Service::start(&[]);
     let health = service.request("GET", "/healthz", &[], b"").json();
     validate("Health", &health);
     let ready = service.request("GET", "/readyz", &[], b"");
@@ -335,7 +351,7 @@ fn every_language_gets_args_stdin_env_and_its_exit_code() {
 
 #[test]
 fn a_compile_error_comes_back_verbatim() {
-    let service = Service::start(&[]);
+    let mut service = Service::start(&[]);
     let languages = languages_under_test(&service);
     if languages.iter().any(|l| l == "c") {
         let reply = service.execute(json!({"language": "c", "code": "int main(void) { return answer; }\n"}));
@@ -366,7 +382,7 @@ fn a_compile_error_comes_back_verbatim() {
 
 #[test]
 fn limits_and_isolation_hold() {
-    let service = Service::start(&[]);
+    let mut service = Service::start(&[]);
     // An endless loop under a 1 s limit.
     let reply = service.execute(json!({"language": "python", "code": "while True:\n    pass\n", "limits": {"timeout_ms": 1000}}));
     assert_eq!(reply["timed_out"], true, "{reply:#}");
@@ -411,7 +427,7 @@ fn limits_and_isolation_hold() {
 fn bad_requests_get_their_status_codes() {
     let keys = tempfile::NamedTempFile::new().unwrap();
     fs::write(keys.path(), "# keys\nk1\nk2\n").unwrap();
-    let service = Service::start(&[
+    let mut service = Service::start(&[
         "--api-keys", keys.path().to_str().unwrap(), "--rate", "0.001", "--burst", "3",
         "--concurrency", "1", "--queue", "0", "--max-memory-limit", "268435456",
     ]);
@@ -441,9 +457,9 @@ fn bad_requests_get_their_status_codes() {
     assert_eq!((too_large.status, too_large.error_code().as_str()), (413, "too_large"), "{too_large:?}");
 
     // One slot, no queue: while one execution runs, the next is turned away with 503.
-    let slow = json!({"language": "python", "code": "import time\ntime.sleep(30)\n", "limits": {"timeout_ms": 60000}});
+    let slow = json!({"language": "python", "code": "import time\nopen('/work/started', 'w').close()\ntime.sleep(30)\n", "limits": {"timeout_ms": 60000}});
     let first = send(&service.addr, "POST", "/v1/execute", &[("Authorization", "Bearer k2")], slow.to_string().as_bytes());
-    wait_until("the first execution's container", Duration::from_secs(300), || !sandbox_cgroups().is_empty());
+    service.wait_for_started();
     let busy = post("k2", python("print(1)").to_string().as_bytes());
     assert_eq!((busy.status, busy.error_code().as_str()), (503, "queue_full"), "{busy:?}");
     assert!(busy.header("Retry-After").is_some());
@@ -454,14 +470,14 @@ fn bad_requests_get_their_status_codes() {
 
 #[test]
 fn a_client_that_goes_away_leaves_nothing_behind() {
-    let service = Service::start(&[]);
+    let mut service = Service::start(&[]);
     // Compiled (and cached) first, so that the container below is the execution's.
-    let code = "import time\ntime.sleep(60)\n";
+    let code = "import time\nopen('/work/started', 'w').close()\ntime.sleep(60)\n";
     let warm = service.execute(json!({"language": "python", "code": code, "limits": {"timeout_ms": 500}}));
     assert_eq!(warm["timed_out"], true, "{warm:#}");
     let slow = json!({"language": "python", "code": code});
     let stream = send(&service.addr, "POST", "/v1/execute", &[], slow.to_string().as_bytes());
-    wait_until("the execution's cgroup", Duration::from_secs(300), || !sandbox_cgroups().is_empty());
+    service.wait_for_started();
     drop(stream);
     service.assert_nothing_left();
     assert!(service.log().contains("outcome=cancelled"), "{}", service.log());
@@ -502,7 +518,7 @@ fn rss(pid: u32) -> u64 {
 #[test]
 fn many_concurrent_executions_leave_nothing_behind() {
     let n: usize = std::env::var("SANDBOX_SOAK").ok().and_then(|v| v.parse().ok()).unwrap_or(SOAK_DEFAULT);
-    let service = Service::start(&["--rate", "100000", "--burst", "100000"]);
+    let mut service = Service::start(&["--rate", "100000", "--burst", "100000"]);
     // A warm-up batch first: the compile, the allocator's arenas and the connection pools reach
     // their working size; what the service holds after it is the baseline.
     let warm_up = (n / 10).max(16).min(n);
@@ -519,7 +535,8 @@ fn many_concurrent_executions_leave_nothing_behind() {
 
 #[test]
 fn programs_that_leave_the_cache_take_their_snapshots_along() {
-    let service = Service::start(&["--cache-ttl", "2"]);
+    // Without warm slots, which hold a runtime's layers for as long as they wait.
+    let mut service = Service::start(&["--cache-ttl", "2", "--pool", "0"]);
     // Python's runtime AOT-compiled first (once per machine), so that A and B below go away
     // while they run, not while the shim compiles.
     let warm = service.execute(python("print('warm')"));
@@ -547,7 +564,7 @@ fn programs_that_leave_the_cache_take_their_snapshots_along() {
     drop(service);
 
     // With the cache off, a program's layers go with its execution.
-    let service = Service::start(&["--cache", "false"]);
+    let mut service = Service::start(&["--cache", "false", "--pool", "0"]);
     let reply = service.execute(python("print('once')"));
     assert_eq!(reply["stdout"], "once\n", "{reply:#}");
     wait_until("the layers to go", Duration::from_secs(60), || service.layers().is_empty());
@@ -561,7 +578,8 @@ fn programs_that_leave_the_cache_take_their_snapshots_along() {
 fn a_request_is_one_trace_from_its_http_span_down_to_the_shims_spans() {
     use common::otlp::{collector, string_attr};
     let (endpoint, requests) = collector();
-    let service = Service::start_with(&[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "200")]);
+    // Without warm slots: a warm slot's shim spans are the slot's, made before the request.
+    let mut service = Service::start_with(&["--pool", "0"], &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "200")]);
     let reply = service.execute(python("print('traced')"));
     assert_eq!(reply["stdout"], "traced\n", "{reply:#}");
     // (service.name, span) of every span exported, until the request's and the shim's are in.
@@ -592,6 +610,47 @@ fn a_request_is_one_trace_from_its_http_span_down_to_the_shims_spans() {
     service.assert_nothing_left();
 }
 
+/// The value of `name` (a metric line's start, labels included) in the service's /metrics.
+fn metric(service: &Service, name: &str) -> f64 {
+    let body = service.request("GET", "/metrics", &[], b"").body;
+    body.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+}
+
+#[test]
+fn warm_slots_serve_one_request_each_and_start_from_the_same_state() {
+    let mut service = Service::start(&["--pool", "2"]);
+    let mut ids = BTreeSet::new();
+    for language in ["python", "javascript"] {
+        let ready = format!("wasmedge_sandbox_warm_ready{{language=\"{language}\"}}");
+        // What one execution leaves in its interpreter and its scratch directory, the next
+        // does not see.
+        let code = match language {
+            "python" => "import json, os\nprint(getattr(json, 'mark', None), os.listdir('/work'))\njson.mark = 1\nopen('/work/left', 'w').close()\n",
+            _ => "const fs = require('fs');\nconsole.log(String(globalThis.mark), fs.readdirSync('/work').length);\nglobalThis.mark = 1;\nfs.writeFileSync('/work/left', '');\n",
+        };
+        let fresh = if language == "python" { "None []\n" } else { "undefined 0\n" };
+        for _ in 0..3 {
+            wait_until("a warm slot", Duration::from_secs(300), || metric(&service, &ready) >= 1.0);
+            let reply = service.execute(json!({"language": language, "code": code}));
+            assert_eq!((reply["warm"].as_bool(), reply["stdout"].as_str()), (Some(true), Some(fresh)), "{language}: {reply:#}");
+        }
+        // Another memory limit than the slots': a container of its own.
+        let reply = service.execute(json!({"language": language, "code": code, "limits": {"memory_mb": 120}}));
+        assert_eq!((reply["warm"].as_bool(), reply["stdout"].as_str()), (Some(false), Some(fresh)), "{language}: {reply:#}");
+    }
+    for line in service.log().lines().filter(|l| l.contains("warm=true")) {
+        let id = line.split("id=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+        assert!(ids.insert(id.clone()), "warm slot {id} used twice:\n{}", service.log());
+    }
+    assert_eq!(ids.len(), 6, "{}", service.log());
+    // The slot's time limit is the request's: the service kills it at the deadline.
+    wait_until("a warm slot", Duration::from_secs(300), || metric(&service, "wasmedge_sandbox_warm_ready{language=\"python\"}") >= 1.0);
+    let reply = service.execute(json!({"language": "python", "code": "while True:\n    pass\n", "limits": {"timeout_ms": 1000}}));
+    assert_eq!((reply["warm"].as_bool(), reply["timed_out"].as_bool(), reply["exit_code"].as_i64()), (Some(true), Some(true), Some(124)), "{reply:#}");
+    assert!(metric(&service, "wasmedge_sandbox_warm_slot_bytes") > 0.0);
+    service.assert_nothing_left();
+}
+
 #[test]
 fn a_public_address_without_keys_is_refused() {
     let out = exec_bounded(Command::new(SANDBOX).args(["serve", "--listen", "0.0.0.0:0"]), None, Duration::from_secs(30));
@@ -603,7 +662,7 @@ fn a_public_address_without_keys_is_refused() {
 fn the_typescript_client_works_against_the_service() {
     let keys = tempfile::NamedTempFile::new().unwrap();
     fs::write(keys.path(), "k1\n").unwrap();
-    let service = Service::start(&["--api-keys", keys.path().to_str().unwrap(), "--rate", "0.05", "--burst", "1"]);
+    let mut service = Service::start(&["--api-keys", keys.path().to_str().unwrap(), "--rate", "0.05", "--burst", "1"]);
     // Debian's node runs no TypeScript: esbuild makes one module of the test and the client.
     let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/typescript");
     let bundle = service.state.path().join("client.test.mjs");

@@ -1,9 +1,11 @@
 //! One execution: the request checked, the code compiled (or taken from the cache), then run in
 //! a container of its own through the WasmEdge shim — its own snapshot on the program's, a
 //! fresh scratch directory at `/work`, a new network namespace (no network), the memory limit
-//! as cgroup limit and engine cap, the time limit as the shim's.
+//! as cgroup limit and engine cap, the time limit as the shim's. Python and JavaScript take a
+//! warm slot when one is ready (see [`super::pool`]).
 use super::compiler::{Compiled, Language, Program};
 use super::container::{self, Ended, Run};
+use super::pool::Slot;
 use super::limits::{self, Limits};
 use super::metrics::{Metrics, Outcome};
 use super::telemetry::Span;
@@ -71,6 +73,8 @@ pub struct Response {
     pub out_of_memory: bool,
     pub truncated: bool,
     pub cache: &'static str,
+    /// Ran in a warm slot (see `pool`).
+    pub warm: bool,
     pub duration_ms: Durations,
     pub memory_peak_bytes: u64,
 }
@@ -163,20 +167,42 @@ pub async fn execute(
                 out_of_memory: false,
                 truncated: false,
                 cache: "miss",
+                warm: false,
                 duration_ms: Durations { compile: ms(compile), total: ms(started.elapsed()), ..Default::default() },
                 memory_peak_bytes: 0,
             });
         }
     };
-    let id = format!("wsbx-run-{}", super::unique_suffix());
-    let dir = service.state_dir.join("scratch").join(&id);
     let running = span.child("run");
-    running.set("container.id", &id);
-    let result = run(service, &request, &program, limits, &id, &dir, cancel, running.traceparent()).await;
-    running.end();
-    let _ = std::fs::remove_dir_all(&dir);
-    let ended = result?;
     let lang = Metrics::language(&language.name);
+    let mut warm = None;
+    if let Some(slot) = service.pool.take(&language.name, &limits) {
+        service.metrics.warm_hits.get_or_create(&lang).inc();
+        let id = slot.id.clone();
+        running.set("container.id", &id);
+        running.set("warm", true);
+        warm = run_warm(slot, &request, &program, limits, cancel.clone()).await.map(|ended| (id, ended));
+    } else if super::pool::WARM_LANGUAGES.contains(&language.name.as_str()) {
+        service.metrics.warm_misses.get_or_create(&lang).inc();
+    }
+    let (id, ended) = match warm {
+        Some(warm) => warm,
+        None => {
+            let id = format!("wsbx-run-{}", super::unique_suffix());
+            let dir = service.state_dir.join("scratch").join(&id);
+            running.set("container.id", &id);
+            let result = run(service, &request, &program, limits, &id, &dir, cancel, running.traceparent()).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            (id, result)
+        }
+    };
+    let warm = id.starts_with(super::pool::SLOT_PREFIX);
+    running.end();
+    let mut ended = ended?;
+    // Killed by the service at the deadline: the shim's own code for a time limit.
+    if ended.killed_at_deadline {
+        ended.exit_code = TIMED_OUT_EXIT;
+    }
     service.metrics.start_seconds.get_or_create(&lang).observe(ended.start.as_secs_f64());
     service.metrics.run_seconds.get_or_create(&lang).observe(ended.run.as_secs_f64());
     service.metrics.memory_peak_bytes.get_or_create(&lang).observe(ended.memory_peak_bytes as f64);
@@ -193,7 +219,7 @@ pub async fn execute(
     };
     record(&service.metrics, &language.name, outcome);
     log::info!(
-        "execution id={id} language={} outcome={outcome} exit_code={} cache={} compile_ms={} run_ms={} peak_bytes={}",
+        "execution id={id} language={} outcome={outcome} warm={warm} exit_code={} cache={} compile_ms={} run_ms={} peak_bytes={}",
         language.name,
         ended.exit_code,
         if cache_hit { "hit" } else { "miss" },
@@ -210,6 +236,7 @@ pub async fn execute(
         out_of_memory,
         truncated: ended.stdout.truncated || ended.stderr.truncated,
         cache: if cache_hit { "hit" } else { "miss" },
+        warm,
         duration_ms: Durations { compile: ms(compile), start: ms(ended.start), run: ms(ended.run), total: ms(started.elapsed()) },
         memory_peak_bytes: ended.memory_peak_bytes,
     })
@@ -236,14 +263,7 @@ async fn run(
 ) -> Result<Ended> {
     let work = dir.join("work");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    for file in &request.files {
-        let path = work.join(scratch_path(&file.path).map_err(anyhow::Error::msg)?);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&path, &file.content).with_context(|| format!("writing {}", path.display()))?;
-    }
-    chown_tree(&work)?;
+    write_files(&work, &request.files)?;
     let stdin = if request.stdin.is_empty() {
         None
     } else {
@@ -255,11 +275,52 @@ async fn run(
     args.extend(request.args.iter().cloned());
     let mut env = program.env.clone();
     env.extend(request.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let spec = spec(id, &args, &env, limits, &work, traceparent);
+    let run = Run {
+        id: id.to_string(),
+        runtime: WASMEDGE_RUNTIME,
+        spec,
+        parent_snapshot: Some(&program.snapshot),
+        stdin,
+        deadline: limits.timeout + DEADLINE_ALLOWANCE,
+        output_bound: limits::MAX_OUTPUT,
+        cancel,
+    };
+    container::run(&service.cd, &service.metrics, &service.state_dir.join("runs"), run).await
+}
+
+/// An execution in a warm slot: the files written into its scratch directory, the request
+/// into its stdin. `None`: the slot was gone before it took the request.
+async fn run_warm(slot: Slot, request: &Request, program: &Program, limits: Limits, cancel: watch::Receiver<()>) -> Option<Result<Ended>> {
+    if let Err(e) = write_files(&slot.work, &request.files) {
+        return Some(Err(e));
+    }
+    let script = program.entrypoint.get(1).map_or("main", String::as_str);
+    let input = super::pool::request_bytes(script, &request.args, &request.env, &request.code, &request.stdin);
+    slot.run(input, limits.timeout, cancel).await
+}
+
+/// The request's files in the scratch directory `work`, owned by the user the program runs as.
+fn write_files(work: &Path, files: &[File]) -> Result<()> {
+    for file in files {
+        let path = work.join(scratch_path(&file.path).map_err(anyhow::Error::msg)?);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, &file.content).with_context(|| format!("writing {}", path.display()))?;
+    }
+    chown_tree(work)
+}
+
+/// The OCI spec of an execution's container (a warm slot's too): no capabilities, user
+/// nobody, `/work` the scratch directory, new namespaces (no network), the memory limit as
+/// cgroup limit, the time limit as the shim's.
+pub fn spec(id: &str, args: &[String], env: &[String], limits: Limits, work: &Path, traceparent: Option<String>) -> serde_json::Value {
     let mut annotations = serde_json::json!({TIME_LIMIT_ANNOTATION: format!("{}ms", limits.timeout.as_millis())});
     if let Some(parent) = traceparent {
         annotations[crate::trace::PARENT_ANNOTATION] = parent.into();
     }
-    let spec = serde_json::json!({
+    serde_json::json!({
         "ociVersion": "1.1.0",
         "process": {
             "terminal": false,
@@ -279,22 +340,11 @@ async fn run(
             "resources": {"memory": {"limit": limits.memory_bytes}, "pids": {"limit": 64}},
             "cgroupsPath": container::cgroup_path(id),
         },
-    });
-    let run = Run {
-        id: id.to_string(),
-        runtime: WASMEDGE_RUNTIME,
-        spec,
-        parent_snapshot: Some(&program.snapshot),
-        stdin,
-        deadline: limits.timeout + DEADLINE_ALLOWANCE,
-        output_bound: limits::MAX_OUTPUT,
-        cancel,
-    };
-    container::run(&service.cd, &service.metrics, &service.state_dir.join("runs"), run).await
+    })
 }
 
 /// The scratch directory belongs to the user the program runs as.
-fn chown_tree(dir: &Path) -> Result<()> {
+pub(super) fn chown_tree(dir: &Path) -> Result<()> {
     nix::unistd::chown(dir, Some(RUN_UID.into()), Some(RUN_UID.into())).with_context(|| format!("chown {}", dir.display()))?;
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub containers_in_flight: Gauge,
     pub rejected: Family<Rejected, Counter>,
+    pub warm_hits: Family<Language, Counter>,
+    pub warm_misses: Family<Language, Counter>,
+    pub warm_ready: Family<Language, Gauge>,
+    pub warm_slot_bytes: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,6 +58,8 @@ impl Metrics {
         let (cache_hits, cache_misses) = (Counter::default(), Counter::default());
         let (queue_depth, containers_in_flight) = (Gauge::default(), Gauge::default());
         let rejected = Family::<Rejected, Counter>::default();
+        let (warm_hits, warm_misses) = (Family::<Language, Counter>::default(), Family::<Language, Counter>::default());
+        let (warm_ready, warm_slot_bytes) = (Family::<Language, Gauge>::default(), Gauge::default());
         registry.register("executions", "Executions by language and outcome", executions.clone());
         registry.register("compile_seconds", "Compile time of cache misses", compile_seconds.clone());
         registry.register("start_seconds", "Container create and start", start_seconds.clone());
@@ -64,6 +70,10 @@ impl Metrics {
         registry.register("queue_depth", "Requests waiting for a slot", queue_depth.clone());
         registry.register("containers_in_flight", "Containers that exist now", containers_in_flight.clone());
         registry.register("rejected_requests", "Requests refused, by HTTP status", rejected.clone());
+        registry.register("warm_hits", "Executions that took a warm slot", warm_hits.clone());
+        registry.register("warm_misses", "Executions of a warm language that found no slot ready", warm_misses.clone());
+        registry.register("warm_ready", "Warm slots ready now", warm_ready.clone());
+        registry.register("warm_slot_bytes", "Memory of one warm slot (its cgroup when taken)", warm_slot_bytes.clone());
         Metrics {
             registry,
             executions,
@@ -76,6 +86,10 @@ impl Metrics {
             queue_depth,
             containers_in_flight,
             rejected,
+            warm_hits,
+            warm_misses,
+            warm_ready,
+            warm_slot_bytes,
         }
     }
 

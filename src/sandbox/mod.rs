@@ -4,7 +4,7 @@
 //!
 //! - [`api`]: routes and JSON errors; [`execute`]: one request's way; [`compiler`]: the compile
 //!   cache, the build sandbox and unpacking; [`container`]: one container's life;
-//!   [`containerd`]: the gRPC client; [`capture`]: bounded stdio; [`limits`], [`tenants`]
+//!   [`pool`]: warm slots; [`containerd`]: the gRPC client; [`capture`]: bounded stdio; [`limits`], [`tenants`]
 //!   (keys, rate, concurrency, queue), [`metrics`] and [`telemetry`] (OpenTelemetry spans).
 pub mod api;
 pub mod capture;
@@ -14,6 +14,7 @@ pub mod containerd;
 pub mod execute;
 pub mod limits;
 pub mod metrics;
+pub mod pool;
 pub mod telemetry;
 pub mod tenants;
 
@@ -93,6 +94,13 @@ pub struct ServeArgs {
     /// Time bound of a compile, ms.
     #[arg(long, default_value_t = 120_000)]
     pub compile_timeout: u64,
+    /// Warm slots kept per language (Python, JavaScript): containers started ahead, their
+    /// interpreter initialised; 0 turns the pool off.
+    #[arg(long, default_value_t = 8)]
+    pub pool: usize,
+    /// What all warm slots together may hold, bytes.
+    #[arg(long, default_value_t = 512 << 20)]
+    pub pool_memory: u64,
 }
 
 /// What every request shares.
@@ -105,6 +113,7 @@ pub struct Service {
     pub admission: tenants::Admission,
     pub metrics: Arc<metrics::Metrics>,
     pub state_dir: PathBuf,
+    pub pool: pool::Pool,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
@@ -141,6 +150,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         crate::build_sandbox::Toolchains::from_env(),
         args.cache.then(|| Duration::from_secs(args.cache_ttl)),
     )?;
+    let pool = pool::Pool::new(args.pool, args.pool_memory, &policy);
     let service = Arc::new(Service {
         cd,
         compiler,
@@ -150,12 +160,14 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         admission: tenants::Admission::new(args.concurrency, args.queue),
         metrics,
         state_dir: args.state_dir.clone(),
+        pool,
     });
     // It first removes the layers an earlier run left: nothing is cached or running yet.
     tokio::spawn({
         let service = service.clone();
         async move { service.compiler.collect_forever().await }
     });
+    tokio::spawn(pool::keep_filled(service.clone()));
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     log::info!(
@@ -165,14 +177,16 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         args.namespace,
         service.languages.len()
     );
-    axum::serve(listener, api::router(service))
+    let served = axum::serve(listener, api::router(service.clone()))
         .with_graceful_shutdown(async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
             tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
             log::info!("shutting down: finishing the executions under way");
         })
         .await
-        .context("serving HTTP")
+        .context("serving HTTP");
+    service.pool.close(Duration::from_secs(15)).await;
+    served
 }
 
 /// What a previous run of the service left (it was killed mid-execution): its containers,

@@ -26,6 +26,8 @@ export interface ExecuteResult {
   out_of_memory: boolean;
   truncated: boolean;
   cache: "hit" | "miss";
+  /** Ran in a warm slot: a container started ahead, its interpreter initialised. */
+  warm: boolean;
   duration_ms: { compile: number; start: number; run: number; total: number };
   memory_peak_bytes: number;
 }

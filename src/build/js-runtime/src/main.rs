@@ -27,8 +27,16 @@ const BUILTIN_MODULES: &[(&str, &str)] = &[
     ("node:process", "process"),
 ];
 
+/// The first argument that makes this a warm slot: see [`serve_request`].
+const REQUEST_FLAG: &str = "--request-on-stdin";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(REQUEST_FLAG) {
+        let code = serve_request(&args[0], args.get(2).map(String::as_str));
+        flush();
+        exit(code);
+    }
     let Some(script) = args.get(1).cloned() else {
         eprintln!("usage: {} SCRIPT [ARGS...]", args.first().map_or("js", |a| a.as_str()));
         exit(2);
@@ -40,9 +48,66 @@ fn main() {
             exit(2);
         }
     };
-    let code = run(&args, &script, source);
+    let code = match setup(&args) {
+        Ok((rt, ctx)) => run(&rt, &ctx, &script, source),
+        Err(code) => code,
+    };
     flush();
     exit(code);
+}
+
+/// A warm slot of the execute service: the runtime and the prelude are ready before the request
+/// comes, and then the file `ready` (if named) is made. The request is stdin's first line, JSON
+/// `{"script", "args", "env", "code"}`, then `code` bytes of the script; the rest of stdin is
+/// the script's own.
+fn serve_request(argv0: &str, ready: Option<&str>) -> i32 {
+    let (rt, ctx) = match setup(&[argv0.to_string()]) {
+        Ok(ready) => ready,
+        Err(code) => return code,
+    };
+    if let Some(ready) = ready {
+        if let Err(e) = std::fs::write(ready, "") {
+            eprintln!("warm slot: making {ready}: {e}");
+            return 2;
+        }
+    }
+    let mut stdin = std::io::stdin().lock();
+    let mut header = String::new();
+    if stdin.read_line(&mut header).unwrap_or(0) == 0 {
+        eprintln!("warm slot: no request on stdin");
+        return 2;
+    }
+    let request = ctx.with(|ctx| -> rquickjs::Result<(String, usize)> {
+        let request: Object = ctx.json_parse(header)?.get()?;
+        let script: String = request.get("script")?;
+        let mut argv = vec![argv0.to_string(), script.clone()];
+        argv.extend(request.get::<_, Vec<String>>("args")?);
+        let env_in: Object = request.get("env")?;
+        let process: Object = ctx.globals().get("process")?;
+        let env: Object = process.get("env")?;
+        for key in env_in.keys::<String>() {
+            let key = key?;
+            let value: String = env_in.get(&key)?;
+            std::env::set_var(&key, &value);
+            env.set(key, value)?;
+        }
+        process.set("argv", argv)?;
+        Ok((script, request.get::<_, f64>("code")? as usize))
+    });
+    let (script, length) = match request {
+        Ok(request) => request,
+        Err(e) => {
+            eprintln!("warm slot: malformed request: {e}");
+            return 2;
+        }
+    };
+    let mut source = vec![0; length];
+    if let Err(e) = stdin.read_exact(&mut source) {
+        eprintln!("warm slot: reading the script: {e}");
+        return 2;
+    }
+    drop(stdin);
+    run(&rt, &ctx, &script, source)
 }
 
 fn flush() {
@@ -50,7 +115,8 @@ fn flush() {
     let _ = std::io::stderr().flush();
 }
 
-fn run(args: &[String], script: &str, source: Vec<u8>) -> i32 {
+/// The runtime, its module loaders and the prelude (with `args` as process.argv).
+fn setup(args: &[String]) -> Result<(Runtime, Context), i32> {
     let rt = Runtime::new().expect("QuickJS runtime");
     rt.set_max_stack_size(1 << 20);
     let mut resolver = BuiltinResolver::default();
@@ -70,18 +136,24 @@ fn run(args: &[String], script: &str, source: Vec<u8>) -> i32 {
         }
     })));
     let ctx = Context::full(&rt).expect("QuickJS context");
+    ctx.with(|ctx| -> Result<(), i32> {
+        install_host(&ctx, args).map_err(|e| report(&ctx, e))?;
+        let mut opts = EvalOptions::default();
+        opts.filename = Some("prelude.js".into());
+        ctx.eval_with_options::<(), _>(PRELUDE, opts).catch(&ctx).map_err(|e| report_caught(&ctx, e))
+    })?;
+    Ok((rt, ctx))
+}
 
+/// Evaluates the script, then runs the event loop to its end; the exit code.
+fn run(rt: &Runtime, ctx: &Context, script: &str, source: Vec<u8>) -> i32 {
     let is_module = script.ends_with(".mjs")
         || (!script.ends_with(".cjs") && unsafe {
             rquickjs::qjs::JS_DetectModule(source.as_ptr().cast(), source.len() as _)
         });
 
-    // Evaluate the prelude and the script; a module's evaluation is a promise.
+    // Evaluate the script; a module's evaluation is a promise.
     let started = ctx.with(|ctx| -> Result<(), i32> {
-        install_host(&ctx, args).map_err(|e| report(&ctx, e))?;
-        let mut opts = EvalOptions::default();
-        opts.filename = Some("prelude.js".into());
-        ctx.eval_with_options::<(), _>(PRELUDE, opts).catch(&ctx).map_err(|e| report_caught(&ctx, e))?;
         if is_module {
             let promise: Promise = Module::evaluate(ctx.clone(), script, source)
                 .catch(&ctx)
