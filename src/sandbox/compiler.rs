@@ -123,6 +123,9 @@ pub struct Compiler {
     programs: Mutex<Programs>,
     /// Unpacking (shared) and removing snapshots (exclusive) exclude each other.
     unpacking: tokio::sync::RwLock<()>,
+    /// One layer is unpacked at a time: programs share their runtime's layers, and two
+    /// unpacks of one layer would race for its blob and snapshot.
+    one_layer: tokio::sync::Mutex<()>,
     /// Wakes the collector: a program left the cache (the cache is off).
     collect: tokio::sync::Notify,
     /// One compile per key at a time: concurrent misses of the same code wait for the first.
@@ -149,6 +152,7 @@ impl Compiler {
             cache_ttl,
             programs: Mutex::default(),
             unpacking: tokio::sync::RwLock::new(()),
+            one_layer: tokio::sync::Mutex::new(()),
             collect: tokio::sync::Notify::new(),
             inflight: Mutex::default(),
         };
@@ -341,6 +345,7 @@ impl Compiler {
         let mut parent = String::new();
         for layer in &manifest.layers {
             let name = format!("{LAYER_PREFIX}{}", hex_sha256(format!("{parent}\0{}", layer.digest).as_bytes()));
+            let _one = self.one_layer.lock().await;
             self.cd.unpack_layer(&name, &parent, &layer.media_type, &blob(&layer.digest)?).await?;
             parent = name;
         }

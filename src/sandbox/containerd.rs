@@ -240,8 +240,14 @@ impl Containerd {
         match client.write(request).await {
             Ok(response) => {
                 let mut stream = response.into_inner();
-                while stream.message().await.map_err(status(format!("writing {digest}")))?.is_some() {}
-                Ok(())
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return Ok(()),
+                        Err(s) if s.code() == Code::AlreadyExists => return Ok(()),
+                        Err(s) => return Err(status(format!("writing {digest}"))(s)),
+                    }
+                }
             }
             Err(s) if s.code() == Code::AlreadyExists => Ok(()),
             Err(s) => Err(status(format!("writing {digest}"))(s)),
