@@ -9,7 +9,7 @@ several `ctr run --rm` in parallel. Prints tables and writes every figure to --o
 Knobs (environment): BENCH_RUNS (30), BENCH_WARMUP (3), BENCH_PRIMES_N (2000000),
 BENCH_COMPUTE_RUNS (3, container runs of primes; the first is reported apart), BENCH_IDLE ("10,50"),
 BENCH_PARALLEL (4), BENCH_PARALLEL_RUNS (100), BENCH_EXTRA_RUNTIME (unset: no extra runtime), BENCH_EXECUTE (1: the
-execute service's section, bench/execute.py, with knobs of its own; 0: without it).
+execute service's section, bench/execute.py, with knobs of its own; 0: without it; only: it alone).
 """
 import argparse
 import concurrent.futures
@@ -621,6 +621,13 @@ def main() -> None:
     def phase(name):
         print(f"--- {name}", file=sys.stderr, flush=True)
 
+    if os.environ.get("BENCH_EXECUTE") == "only":
+        results["execute"] = execute.measure(a.address, a.namespace, a.work)
+        results["execute"]["spans"] = execute.span_medians(shim_log(a.containerd_log), SPAN)
+        execute.report(results["execute"], table)
+        with open(a.out, "w") as f:
+            json.dump(results, f, indent=2)
+        return
     phase("latency")
     results["latency"], results["breakdown"] = latency(ctr, rts, config["runs"], config["warmup"],
                                                        os.path.join(a.work, "events.log"), a.containerd_log)
@@ -639,9 +646,10 @@ def main() -> None:
         row["vs_runc"] = ratio(row["runs_per_s"], base)
     shim = rts[1].label
     results["targets"] = targets(results, shim, f"{shim} (primes), runs 2+")
-    if knob("BENCH_EXECUTE", 1):
+    if os.environ.get("BENCH_EXECUTE", "1") != "0":
         phase("execute")
         results["execute"] = execute.measure(a.address, a.namespace, a.work)
+        results["execute"]["spans"] = execute.span_medians(shim_log(a.containerd_log), SPAN)
 
     results["failures"] = ctr.failures
 

@@ -18,8 +18,8 @@ import sys
 import tempfile
 import time
 
-SANDBOX = "target/release/wasmedge-sandbox"
-IMAGE_TOOL = "target/release/wasmedge-image"
+SANDBOX = os.path.abspath("target/release/wasmedge-sandbox")
+IMAGE_TOOL = os.path.abspath("target/release/wasmedge-image")
 SHIM = "io.containerd.wasmedge.v1"
 # language -> (file name, code, what it prints)
 HELLO = {
@@ -70,7 +70,7 @@ class Service:
         self.log_path = os.path.join(work, f"sandbox-{name}.log")
         self.log = open(self.log_path, "w")
         shim_dir = os.path.abspath("target/release")
-        env = dict(os.environ, PATH=f"{shim_dir}:{os.environ['PATH']}", RUST_LOG="warn")
+        env = dict(os.environ, PATH=f"{shim_dir}:{os.environ['PATH']}", RUST_LOG="info")
         self.proc = subprocess.Popen(
             [SANDBOX, "serve", "--listen", "127.0.0.1:0", "--address", address, "--state-dir", self.state,
              "--image-tool", IMAGE_TOOL, "--rate", "1000000", "--burst", "1000000", "--key-concurrency", "64",
@@ -80,6 +80,7 @@ class Service:
         self.addr = None
         while self.addr is None:
             if time.time() > deadline or self.proc.poll() is not None:
+                self.proc.kill()
                 raise RuntimeError(f"wasmedge-sandbox did not start: {open(self.log_path).read()[-2000:]}")
             time.sleep(0.1)
             m = re.search(r"listening on (\S+)", open(self.log_path).read())
@@ -109,14 +110,16 @@ class Service:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def wait_warm(self, slots, within=900):
-        """Until every warm language has `slots` slots ready (the first start of a runtime AOT-compiles it)."""
+    def wait_warm(self, within=900):
+        """Until every warm language has the slots it wants ready (the first start of a runtime AOT-compiles it)."""
         deadline = time.time() + within
         for language in WARM:
-            while self.metric(f'wasmedge_sandbox_warm_ready{{language="{language}"}}') < slots:
+            label = f'{{language="{language}"}}'
+            while (self.metric(f"wasmedge_sandbox_warm_ready{label}") < self.metric(f"wasmedge_sandbox_warm_target{label}")
+                   or self.metric(f"wasmedge_sandbox_warm_target{label}") == 0):
                 if time.time() > deadline:
-                    raise RuntimeError(f"no {slots} warm {language} slots after {within} s")
-                time.sleep(0.2)
+                    raise RuntimeError(f"the warm {language} slots are not ready after {within} s")
+                time.sleep(0.05)
 
 
 def execute(conn, language):
@@ -135,13 +138,13 @@ def execute(conn, language):
     return elapsed, value
 
 
-def one_client(service, language, runs, warm_slots):
+def one_client(service, language, runs, pool):
     conn = service.connect()
     latencies, warm = [], 0
     for _ in range(runs):
-        if warm_slots:
+        if pool:
             # Requests that come one at a time find the pool refilled.
-            service.wait_warm(warm_slots, within=120)
+            service.wait_warm(within=120)
         elapsed, value = execute(conn, language)
         latencies.append(elapsed)
         warm += value.get("warm", False)
@@ -169,7 +172,7 @@ def many_clients(service, language, clients, runs):
                 warm=sum(r[1].get("warm", False) for r in results))
 
 
-def through_service(address, work, name, extra, runs, concurrent_runs, clients, warm_slots):
+def through_service(address, work, name, extra, runs, concurrent_runs, clients, pool):
     service = Service(address, work, name, extra)
     try:
         out = {}
@@ -178,17 +181,19 @@ def through_service(address, work, name, extra, runs, concurrent_runs, clients, 
             for _ in range(3):
                 execute(conn, language)
             conn.close()
-        if warm_slots:
-            service.wait_warm(warm_slots)
+        if pool:
+            service.wait_warm()
         for language in HELLO:
-            row = {"1 client": one_client(service, language, runs, warm_slots)}
-            if warm_slots:
-                service.wait_warm(warm_slots)
+            row = {"1 client": one_client(service, language, runs, pool)}
+            if pool:
+                service.wait_warm()
             row[f"{clients} clients"] = many_clients(service, language, clients, concurrent_runs)
             out[language] = row
-        if warm_slots:
-            service.wait_warm(warm_slots)
-            out["warm_slot_mib"] = round(service.metric("wasmedge_sandbox_warm_slot_bytes") / 2**20, 1)
+        if pool:
+            service.wait_warm()
+            out["warm_slots"] = {l: {"mib": round(service.metric(f'wasmedge_sandbox_warm_slot_bytes{{language="{l}"}}') / 2**20, 1),
+                                     "slots": service.metric(f'wasmedge_sandbox_warm_target{{language="{l}"}}')}
+                                 for l in WARM}
         return out
     finally:
         service.stop()
@@ -258,15 +263,15 @@ def measure(address, namespace, work):
     runs, concurrent_runs = knob("BENCH_EXEC_RUNS", 40), knob("BENCH_EXEC_CONCURRENT_RUNS", 160)
     clients = knob("BENCH_EXEC_CLIENTS", 8)
     print("--- execute: pool on", file=sys.stderr, flush=True)
-    pool = through_service(address, work, "pool", ["--pool", str(clients)], runs, concurrent_runs, clients, clients)
+    pool = through_service(address, work, "pool", ["--pool", str(clients)], runs, concurrent_runs, clients, True)
     print("--- execute: pool off", file=sys.stderr, flush=True)
-    off = through_service(address, work, "off", ["--pool", "0"], runs, concurrent_runs, clients, 0)
+    off = through_service(address, work, "off", ["--pool", "0"], runs, concurrent_runs, clients, False)
     print("--- execute: ctr run --rm and native", file=sys.stderr, flush=True)
     ctr = through_ctr(address, namespace, work, min(runs, 20))
     nat = native(work, min(runs, 20))
     results = {"config": {"runs": runs, "concurrent_runs": concurrent_runs, "clients": clients},
                "service": pool, "service_pool_off": off, "ctr_run": ctr, "native": nat,
-               "warm_slot_mib": pool.get("warm_slot_mib")}
+               "warm_slots": pool.get("warm_slots")}
     at = f"{clients} clients"
     py, js = pool["python"]["1 client"]["p50_ms"], pool["javascript"]["1 client"]["p50_ms"]
     py_native = (nat.get("python") or {}).get("p50_ms")
@@ -287,6 +292,24 @@ def measure(address, namespace, work):
     return results
 
 
+def span_medians(logs, span_re):
+    """Median ms of each shim span (bench.py's shim_log and SPAN), for the warm slots of each language and for
+    the executions' own containers (all languages): where a container's time goes, done ahead for a warm slot."""
+    groups = {f"{l} warm slot": f"wsbx-warm-{l}-" for l in WARM}
+    groups["own container (any language)"] = "wsbx-run-"
+    out = {}
+    for label, prefix in groups.items():
+        spans = {}
+        for cid, lines in logs.items():
+            if cid.startswith(prefix):
+                for _, msg in lines:
+                    m = span_re.match(msg)
+                    if m:
+                        spans.setdefault(m[1], []).append(float(m[2]))
+        out[label] = {name: round(statistics.median(v), 1) for name, v in spans.items()}
+    return out
+
+
 def report(results, table):
     at = f"{results['config']['clients']} clients"
     rows = []
@@ -304,6 +327,11 @@ def report(results, table):
            "exec/s", "svc CPU ms", "warm"], rows)
     table("Execute ratios (p50, 1 client)", ["language", "pool vs ctr run", "pool vs pool off", "pool vs native"],
           [[l, r["pool_vs_ctr_run"], r["pool_vs_pool_off"], r["pool_vs_native"]] for l, r in results["ratios"].items()])
-    print(f"(memory of one warm slot: {results['warm_slot_mib']} MiB)")
+    spans = results.get("spans", {})
+    names = sorted({n for v in spans.values() for n in v})
+    if names:
+        table("Execute: the shim's spans, median ms (a warm slot's `run` includes its wait for the request)",
+              ["span"] + list(spans), [[n] + [spans[g].get(n) for g in spans] for n in names])
+    print("(warm slots: " + ", ".join(f"{l} {v['slots']:.0f} of {v['mib']} MiB each" for l, v in results["warm_slots"].items()) + ")")
     table("Targets (issue 13) for the execute service", ["figure", "value", "verdict"],
           [[k, v["value"], v["verdict"]] for k, v in results["targets"].items()])

@@ -647,7 +647,7 @@ fn warm_slots_serve_one_request_each_and_start_from_the_same_state() {
     wait_until("a warm slot", Duration::from_secs(300), || metric(&service, "wasmedge_sandbox_warm_ready{language=\"python\"}") >= 1.0);
     let reply = service.execute(json!({"language": "python", "code": "while True:\n    pass\n", "limits": {"timeout_ms": 1000}}));
     assert_eq!((reply["warm"].as_bool(), reply["timed_out"].as_bool(), reply["exit_code"].as_i64()), (Some(true), Some(true), Some(124)), "{reply:#}");
-    assert!(metric(&service, "wasmedge_sandbox_warm_slot_bytes") > 0.0);
+    assert!(metric(&service, "wasmedge_sandbox_warm_slot_bytes{language=\"python\"}") > 0.0);
     service.assert_nothing_left();
 }
 

@@ -176,7 +176,7 @@ pub async fn execute(
     let running = span.child("run");
     let lang = Metrics::language(&language.name);
     let mut warm = None;
-    if let Some(slot) = service.pool.take(&language.name, &limits) {
+    if let Some(slot) = service.pool.take(&language.name, &limits, super::pool::WAIT_FOR_SLOT).await {
         service.metrics.warm_hits.get_or_create(&lang).inc();
         let id = slot.id.clone();
         running.set("container.id", &id);

@@ -30,7 +30,8 @@ pub struct Metrics {
     pub warm_hits: Family<Language, Counter>,
     pub warm_misses: Family<Language, Counter>,
     pub warm_ready: Family<Language, Gauge>,
-    pub warm_slot_bytes: Gauge,
+    pub warm_target: Family<Language, Gauge>,
+    pub warm_slot_bytes: Family<Language, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,7 +60,8 @@ impl Metrics {
         let (queue_depth, containers_in_flight) = (Gauge::default(), Gauge::default());
         let rejected = Family::<Rejected, Counter>::default();
         let (warm_hits, warm_misses) = (Family::<Language, Counter>::default(), Family::<Language, Counter>::default());
-        let (warm_ready, warm_slot_bytes) = (Family::<Language, Gauge>::default(), Gauge::default());
+        let (warm_ready, warm_target) = (Family::<Language, Gauge>::default(), Family::<Language, Gauge>::default());
+        let warm_slot_bytes = Family::<Language, Gauge>::default();
         registry.register("executions", "Executions by language and outcome", executions.clone());
         registry.register("compile_seconds", "Compile time of cache misses", compile_seconds.clone());
         registry.register("start_seconds", "Container create and start", start_seconds.clone());
@@ -73,7 +75,8 @@ impl Metrics {
         registry.register("warm_hits", "Executions that took a warm slot", warm_hits.clone());
         registry.register("warm_misses", "Executions of a warm language that found no slot ready", warm_misses.clone());
         registry.register("warm_ready", "Warm slots ready now", warm_ready.clone());
-        registry.register("warm_slot_bytes", "Memory of one warm slot (its cgroup when taken)", warm_slot_bytes.clone());
+        registry.register("warm_target", "Warm slots wanted: --pool, as far as --pool-memory goes", warm_target.clone());
+        registry.register("warm_slot_bytes", "Memory of one warm slot (its cgroup once ready, a running mean)", warm_slot_bytes.clone());
         Metrics {
             registry,
             executions,
@@ -89,6 +92,7 @@ impl Metrics {
             warm_hits,
             warm_misses,
             warm_ready,
+            warm_target,
             warm_slot_bytes,
         }
     }

@@ -98,8 +98,8 @@ pub struct ServeArgs {
     /// interpreter initialised; 0 turns the pool off.
     #[arg(long, default_value_t = 8)]
     pub pool: usize,
-    /// What all warm slots together may hold, bytes.
-    #[arg(long, default_value_t = 512 << 20)]
+    /// What all warm slots together may hold, bytes: an equal share for each language.
+    #[arg(long, default_value_t = 1 << 30)]
     pub pool_memory: u64,
 }
 
@@ -133,6 +133,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         Some(tool) => tool,
         None => beside_self("wasmedge-image").context("wasmedge-image not found beside this binary or on PATH; pass --image-tool")?,
     };
+    // Absolute: containerd and runc bind it into the build sandbox.
+    let tool = std::fs::canonicalize(&tool).with_context(|| format!("finding {}", tool.display()))?;
     let languages = compiler::languages(&tool).await?;
     for dir in ["runs", "scratch", "builds"] {
         std::fs::create_dir_all(args.state_dir.join(dir)).with_context(|| format!("creating {}", args.state_dir.display()))?;
@@ -150,7 +152,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         crate::build_sandbox::Toolchains::from_env(),
         args.cache.then(|| Duration::from_secs(args.cache_ttl)),
     )?;
-    let pool = pool::Pool::new(args.pool, args.pool_memory, &policy);
+    let pool = pool::Pool::new(args.pool, args.pool_memory, &policy, metrics.clone());
     let service = Arc::new(Service {
         cd,
         compiler,

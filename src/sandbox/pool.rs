@@ -14,19 +14,23 @@ use super::compiler::{Compiled, Language};
 use super::container::{self, Ended, Run};
 use super::execute::{self, WASMEDGE_RUNTIME};
 use super::limits::{self, Limits};
+use super::metrics::Metrics;
 use super::{unique_suffix, Service};
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch, Notify};
 
+/// How long a request waits for a slot on its way to ready, at most, before it takes a
+/// container of its own.
+pub const WAIT_FOR_SLOT: Duration = Duration::from_secs(5);
 /// How long a slot waits for a request; an older one is not taken.
 const SLOT_LIFETIME: Duration = Duration::from_secs(600);
-/// The wait after a slot failed to start, before the next try.
+/// The wait after a slot failed to start, before the next try (and the filler's period).
 const RETRY: Duration = Duration::from_secs(5);
 /// How often a starting slot looks for its ready file.
 const READY_POLL: Duration = Duration::from_millis(5);
@@ -75,9 +79,9 @@ pub struct Pool {
     /// The shim's time limit of a slot.
     shim_limit: Duration,
     state: Mutex<State>,
+    /// Wakes the filler: a slot was taken or has gone.
     wake: Notify,
-    /// Memory of one warm slot, measured as slots are taken (0: not yet).
-    slot_bytes: AtomicU64,
+    metrics: Arc<Metrics>,
     /// Slot tasks that still run (ready, starting or serving).
     live: AtomicUsize,
     gone: Notify,
@@ -86,7 +90,13 @@ pub struct Pool {
 #[derive(Default)]
 struct State {
     ready: HashMap<String, VecDeque<Slot>>,
+    /// Requests waiting for a slot, in their order.
+    waiting: HashMap<String, VecDeque<oneshot::Sender<Slot>>>,
     starting: HashMap<String, usize>,
+    /// Memory of one ready slot by language, bytes (a running mean).
+    slot_bytes: HashMap<String, u64>,
+    /// When a slot of the language last failed to start: no other starts for [`RETRY`].
+    failed_at: HashMap<String, Instant>,
     closing: bool,
 }
 
@@ -117,7 +127,7 @@ impl Slot {
 }
 
 impl Pool {
-    pub fn new(per_language: usize, memory_budget: u64, policy: &limits::Policy) -> Pool {
+    pub fn new(per_language: usize, memory_budget: u64, policy: &limits::Policy, metrics: Arc<Metrics>) -> Pool {
         Pool {
             per_language,
             memory_budget,
@@ -125,7 +135,7 @@ impl Pool {
             shim_limit: SLOT_LIFETIME + policy.max_timeout + Duration::from_secs(60),
             state: Mutex::default(),
             wake: Notify::new(),
-            slot_bytes: AtomicU64::new(0),
+            metrics,
             live: AtomicUsize::new(0),
             gone: Notify::new(),
         }
@@ -135,47 +145,73 @@ impl Pool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A ready slot of `language` for a request with `limits`, if there is one.
-    pub fn take(&self, language: &str, limits: &Limits) -> Option<Slot> {
-        if self.per_language == 0 || limits.memory_bytes != self.memory_limit {
+    /// Whether a request with `limits` may take a slot.
+    fn serves(&self, limits: &Limits) -> bool {
+        self.per_language > 0 && limits.memory_bytes == self.memory_limit
+    }
+
+    /// A ready slot of `language` for a request with `limits`, or the first of those on their
+    /// way to ready if it comes within `within` (it is further along than a container started
+    /// now). Requests that wait are served in their order.
+    pub async fn take(&self, language: &str, limits: &Limits, within: Duration) -> Option<Slot> {
+        if !self.serves(limits) {
             return None;
         }
-        let slot = {
+        let waiting = {
             let mut state = self.state();
-            let ready = state.ready.get_mut(language)?;
-            // Too old ones are dropped: their task sees the sender go and removes them.
-            loop {
-                let slot = ready.pop_front()?;
-                if slot.born.elapsed() < SLOT_LIFETIME {
-                    break slot;
-                }
+            if let Some(slot) = self.pop_ready(&mut state, language) {
+                return Some(slot);
+            }
+            if state.starting.get(language).copied().unwrap_or(0) == 0 {
+                return None;
+            }
+            let (tx, rx) = oneshot::channel();
+            state.waiting.entry(language.to_string()).or_default().push_back(tx);
+            rx
+        };
+        // Timed out: the sender left in the queue fails, and its slot goes to the next.
+        tokio::time::timeout(within, waiting).await.ok()?.ok()
+    }
+
+    fn pop_ready(&self, state: &mut State, language: &str) -> Option<Slot> {
+        let ready = state.ready.get_mut(language)?;
+        // Too old ones are dropped: their task sees the sender go and removes them.
+        let slot = loop {
+            let slot = ready.pop_front()?;
+            if slot.born.elapsed() < SLOT_LIFETIME {
+                break slot;
             }
         };
+        self.metrics.warm_ready.get_or_create(&Metrics::language(language)).set(ready.len() as i64);
         self.wake.notify_one();
-        let bytes = container::memory_current(&slot.id);
-        if bytes > 0 {
-            let old = self.slot_bytes.load(Ordering::Relaxed);
-            self.slot_bytes.store(if old == 0 { bytes } else { (old * 7 + bytes) / 8 }, Ordering::Relaxed);
-        }
         Some(slot)
     }
 
-    /// Memory of one warm slot, bytes (0: none taken yet).
-    pub fn slot_bytes(&self) -> u64 {
-        self.slot_bytes.load(Ordering::Relaxed)
-    }
-
-    /// Slots wanted per language: as many as asked, as far as the memory budget goes.
-    fn wanted(&self, languages: usize) -> usize {
-        match self.slot_bytes() {
-            0 => self.per_language,
-            bytes => self.per_language.min((self.memory_budget / bytes / languages.max(1) as u64) as usize),
+    /// A slot that is ready: to the first request that waits for one, else to the ready ones.
+    fn offer(&self, state: &mut State, language: &str, mut slot: Slot) {
+        if let Some(waiting) = state.waiting.get_mut(language) {
+            while let Some(request) = waiting.pop_front() {
+                match request.send(slot) {
+                    Ok(()) => {
+                        self.wake.notify_one();
+                        return;
+                    }
+                    Err(back) => slot = back,
+                }
+            }
         }
+        let ready = state.ready.entry(language.to_string()).or_default();
+        ready.push_back(slot);
+        self.metrics.warm_ready.get_or_create(&Metrics::language(language)).set(ready.len() as i64);
     }
 
-    /// Ready slots of `language`.
-    pub fn ready(&self, language: &str) -> usize {
-        self.state().ready.get(language).map_or(0, VecDeque::len)
+    /// Slots wanted of `language`: as many as asked, as far as its share of the memory budget
+    /// (an equal part for each of `languages`) goes; one at least.
+    fn wanted(&self, state: &State, language: &str, languages: usize) -> usize {
+        match state.slot_bytes.get(language) {
+            None | Some(0) => self.per_language,
+            Some(bytes) => self.per_language.min((self.memory_budget / languages.max(1) as u64 / bytes).max(1) as usize),
+        }
     }
 
     /// Stops making slots and removes the ready ones; returns when every slot is gone (or
@@ -184,6 +220,7 @@ impl Pool {
         let dropped: Vec<Slot> = {
             let mut state = self.state();
             state.closing = true;
+            state.waiting.clear();
             state.ready.drain().flat_map(|(_, slots)| slots).collect()
         };
         drop(dropped);
@@ -211,13 +248,21 @@ pub async fn keep_filled(service: Arc<Service>) {
         service.languages.iter().filter(|l| WARM_LANGUAGES.contains(&l.name.as_str())).cloned().collect();
     loop {
         let wake = pool.wake.notified();
-        let wanted = pool.wanted(languages.len());
         for language in &languages {
             loop {
                 {
                     let mut state = pool.state();
                     if state.closing {
                         return;
+                    }
+                    if state.failed_at.get(&language.name).is_some_and(|at| at.elapsed() < RETRY) {
+                        break;
+                    }
+                    let wanted = pool.wanted(&state, &language.name, languages.len());
+                    let lang = Metrics::language(&language.name);
+                    service.metrics.warm_target.get_or_create(&lang).set(wanted as i64);
+                    if let Some(bytes) = state.slot_bytes.get(&language.name) {
+                        service.metrics.warm_slot_bytes.get_or_create(&lang).set(*bytes as i64);
                     }
                     let have = state.ready.get(&language.name).map_or(0, VecDeque::len)
                         + state.starting.get(&language.name).copied().unwrap_or(0);
@@ -230,8 +275,10 @@ pub async fn keep_filled(service: Arc<Service>) {
                 tokio::spawn(slot_task(service.clone(), language.clone()));
             }
         }
-        service.metrics.warm_slot_bytes.set(pool.slot_bytes() as i64);
-        wake.await;
+        tokio::select! {
+            _ = wake => {}
+            _ = tokio::time::sleep(RETRY) => {}
+        }
     }
 }
 
@@ -239,12 +286,16 @@ pub async fn keep_filled(service: Arc<Service>) {
 async fn slot_task(service: Arc<Service>, language: Language) {
     let pool = &service.pool;
     let mut counted = true; // in `starting`, until it is ready or fails
-    if let Err(e) = slot(&service, &language, &mut counted).await {
-        log::warn!("warm slot of {}: {e:#}", language.name);
-        tokio::time::sleep(RETRY).await;
-    }
-    if counted {
-        *pool.state().starting.entry(language.name.clone()).or_default() -= 1;
+    let result = slot(&service, &language, &mut counted).await;
+    {
+        let mut state = pool.state();
+        if counted {
+            *state.starting.entry(language.name.clone()).or_default() -= 1;
+        }
+        if let Err(e) = &result {
+            log::warn!("warm slot of {}: {e:#}", language.name);
+            state.failed_at.insert(language.name.clone(), Instant::now());
+        }
     }
     pool.live.fetch_sub(1, Ordering::SeqCst);
     pool.gone.notify_waiters();
@@ -303,16 +354,20 @@ async fn slot(service: &Service, language: &Language, counted: &mut bool) -> Res
             tokio::time::sleep(READY_POLL).await;
         }
         std::fs::remove_file(&ready).with_context(|| format!("removing {}", ready.display()))?;
+        let bytes = container::memory_current(&id);
         let (job, mut jobs) = oneshot::channel();
         {
             let mut state = pool.state();
+            if bytes > 0 {
+                let mean = state.slot_bytes.entry(language.name.clone()).or_insert(bytes);
+                *mean = (*mean * 7 + bytes) / 8;
+            }
             *state.starting.entry(language.name.clone()).or_default() -= 1;
             *counted = false;
             if !state.closing {
-                state.ready.entry(language.name.clone()).or_default().push_back(Slot { id: id.clone(), work, born: Instant::now(), job });
+                pool.offer(&mut state, &language.name, Slot { id: id.clone(), work, born: Instant::now(), job });
             }
         }
-        service.metrics.warm_ready.get_or_create(&super::metrics::Metrics::language(&language.name)).inc();
         // Until a request comes, the slot is dropped, or the task ends on its own.
         let job = loop {
             tokio::select! {
@@ -320,7 +375,6 @@ async fn slot(service: &Service, language: &Language, counted: &mut bool) -> Res
                 _ = tokio::time::sleep(WATCH_PERIOD) => if started.exited() { break None },
             }
         };
-        service.metrics.warm_ready.get_or_create(&super::metrics::Metrics::language(&language.name)).dec();
         match job {
             Some(mut job) => {
                 let writer = tokio::spawn(async move {
@@ -334,6 +388,7 @@ async fn slot(service: &Service, language: &Language, counted: &mut bool) -> Res
             None => {
                 if let Some(ready) = pool.state().ready.get_mut(&language.name) {
                     ready.retain(|s| s.id != id);
+                    service.metrics.warm_ready.get_or_create(&Metrics::language(&language.name)).set(ready.len() as i64);
                 }
             }
         }
@@ -343,4 +398,30 @@ async fn slot(service: &Service, language: &Language, counted: &mut bool) -> Res
     let _ = std::fs::remove_dir_all(&dir);
     drop(program);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_a_json_line_then_the_script_then_its_stdin() {
+        let env = [("WHO".to_string(), "x".to_string())].into();
+        let bytes = request_bytes("/app/main.py", &["a".into()], &env, "print(1)\n", "in");
+        let text = String::from_utf8(bytes).unwrap();
+        let (header, rest) = text.split_once('\n').unwrap();
+        let header: serde_json::Value = serde_json::from_str(header).unwrap();
+        assert_eq!(header, serde_json::json!({"script": "/app/main.py", "args": ["a"], "env": {"WHO": "x"}, "code": 9}));
+        assert_eq!(rest, "print(1)\nin");
+    }
+
+    #[test]
+    fn only_the_warm_languages_start_warm_and_each_is_told_its_ready_file() {
+        let python = warm_args("python", &["/python/python.wasm".into(), "/app/main.py".into()]).unwrap();
+        assert_eq!((python[1].as_str(), python[3].as_str()), ("-c", "/work/.ready"));
+        let js = warm_args("javascript", &["/js/quickjs.wasm".into(), "/app/main.js".into()]).unwrap();
+        assert_eq!(js, ["/js/quickjs.wasm", "--request-on-stdin", "/work/.ready"]);
+        assert!(warm_args("rust", &["/app.wasm".into()]).is_none());
+        assert!(WARM_LANGUAGES.iter().all(|l| warm_args(l, &["x".into()]).is_some()));
+    }
 }

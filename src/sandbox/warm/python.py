@@ -26,8 +26,12 @@ def _serve():
     sys.modules["__main__"] = main
     try:
         exec(compile(source, script, "exec"), main.__dict__)
-    except SystemExit:
-        raise
+    except SystemExit as e:
+        # As Python ends on SystemExit: None is 0, an int is the code, anything else is printed.
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)
+        return 1
     except BaseException as e:
         # Printed without this bootstrap's frame, as Python prints the script's own error.
         if not isinstance(e, SyntaxError):
@@ -37,4 +41,17 @@ def _serve():
     return 0
 
 
-sys.exit(_serve())
+def _exit(code):
+    # What the interpreter's finalisation does that a script can see (atexit handlers, the
+    # streams flushed), and no more: the container ends with the process.
+    import atexit
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+_exit(_serve())
