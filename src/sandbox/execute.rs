@@ -6,6 +6,7 @@
 use super::compiler::{Compiled, Language, Program};
 use super::container::{self, Ended, Run};
 use super::pool::Slot;
+use super::spec::{chown_tree, spec, WASMEDGE_RUNTIME, WORKDIR};
 use super::limits::{self, Limits};
 use super::metrics::{Metrics, Outcome};
 use super::telemetry::Span;
@@ -17,19 +18,11 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// The shim's runtime name in containerd.
-pub const WASMEDGE_RUNTIME: &str = "io.containerd.wasmedge.v1";
-/// The shim's annotation for the wall-clock limit.
-const TIME_LIMIT_ANNOTATION: &str = "wasmedge.io/time-limit";
 /// The exit code the shim gives a module stopped at its time limit.
 const TIMED_OUT_EXIT: i32 = 124;
-/// Where the scratch directory is in the container (and its working directory).
-pub const WORKDIR: &str = "/work";
 /// The service's own deadline past an execution's time limit, which the shim enforces (and
 /// stops while it AOT-compiles a new module, up to its compile bound of 15 minutes).
 const DEADLINE_ALLOWANCE: Duration = Duration::from_secs(15 * 60 + 30);
-/// The user executions run as: nobody.
-const RUN_UID: u32 = 65534;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -310,51 +303,6 @@ fn write_files(work: &Path, files: &[File]) -> Result<()> {
         std::fs::write(&path, &file.content).with_context(|| format!("writing {}", path.display()))?;
     }
     chown_tree(work)
-}
-
-/// The OCI spec of an execution's container (a warm slot's too): no capabilities, user
-/// nobody, `/work` the scratch directory, new namespaces (no network), the memory limit as
-/// cgroup limit, the time limit as the shim's.
-pub fn spec(id: &str, args: &[String], env: &[String], limits: Limits, work: &Path, traceparent: Option<String>) -> serde_json::Value {
-    let mut annotations = serde_json::json!({TIME_LIMIT_ANNOTATION: format!("{}ms", limits.timeout.as_millis())});
-    if let Some(parent) = traceparent {
-        annotations[crate::trace::PARENT_ANNOTATION] = parent.into();
-    }
-    serde_json::json!({
-        "ociVersion": "1.1.0",
-        "process": {
-            "terminal": false,
-            "user": {"uid": RUN_UID, "gid": RUN_UID},
-            "args": args,
-            "env": env,
-            "cwd": WORKDIR,
-            "capabilities": {"bounding": [], "effective": [], "permitted": []},
-            "noNewPrivileges": true,
-        },
-        "root": {"path": "rootfs", "readonly": false},
-        "hostname": "sandbox",
-        "mounts": [{"destination": WORKDIR, "type": "bind", "source": work, "options": ["rbind", "rw", "nosuid", "nodev"]}],
-        "annotations": annotations,
-        "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}, {"type": "cgroup"}],
-            "resources": {"memory": {"limit": limits.memory_bytes}, "pids": {"limit": 64}},
-            "cgroupsPath": container::cgroup_path(id),
-        },
-    })
-}
-
-/// The scratch directory belongs to the user the program runs as.
-pub(super) fn chown_tree(dir: &Path) -> Result<()> {
-    nix::unistd::chown(dir, Some(RUN_UID.into()), Some(RUN_UID.into())).with_context(|| format!("chown {}", dir.display()))?;
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            chown_tree(&path)?;
-        } else {
-            nix::unistd::chown(&path, Some(RUN_UID.into()), Some(RUN_UID.into()))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //!
 //! - [`api`]: routes and JSON errors; [`execute`]: one request's way; [`compiler`]: the compile
 //!   cache, the build sandbox and unpacking; [`container`]: one container's life;
-//!   [`pool`]: warm slots; [`containerd`]: the gRPC client; [`capture`]: bounded stdio; [`limits`], [`tenants`]
+//!   [`pool`]: warm slots; [`spec`]: an execution's OCI spec; [`containerd`]: the gRPC client; [`capture`]: bounded stdio; [`limits`], [`tenants`]
 //!   (keys, rate, concurrency, queue), [`metrics`] and [`telemetry`] (OpenTelemetry spans).
 pub mod api;
 pub mod capture;
@@ -15,6 +15,7 @@ pub mod execute;
 pub mod limits;
 pub mod metrics;
 pub mod pool;
+pub mod spec;
 pub mod telemetry;
 pub mod tenants;
 
@@ -27,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The shim binary containerd runs for [`execute::WASMEDGE_RUNTIME`].
+/// The shim binary containerd runs for [`spec::WASMEDGE_RUNTIME`].
 pub const SHIM_BINARY: &str = "containerd-shim-wasmedge-v1";
 
 /// `wasmedge-sandbox serve` and its settings; limits also come from the seed's variables.

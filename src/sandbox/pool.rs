@@ -12,7 +12,7 @@
 //! and it ends slots that no request took.
 use super::compiler::{Compiled, Language};
 use super::container::{self, Ended, Run};
-use super::execute::{self, WASMEDGE_RUNTIME};
+use super::spec::{self, WASMEDGE_RUNTIME, WORKDIR};
 use super::limits::{self, Limits};
 use super::metrics::Metrics;
 use super::{unique_suffix, Service};
@@ -51,7 +51,7 @@ const READY_FILE: &str = ".ready";
 /// the interpreter, told to make the ready file and wait for its request on stdin.
 fn warm_args(language: &str, entrypoint: &[String]) -> Option<Vec<String>> {
     let runtime = entrypoint.first()?.clone();
-    let ready = format!("{}/{READY_FILE}", execute::WORKDIR);
+    let ready = format!("{WORKDIR}/{READY_FILE}");
     match language {
         "python" => Some(vec![runtime, "-c".into(), PYTHON_BOOTSTRAP.into(), ready]),
         "javascript" => Some(vec![runtime, "--request-on-stdin".into(), ready]),
@@ -319,7 +319,7 @@ async fn slot(service: &Service, language: &Language, counted: &mut bool) -> Res
     let result = async {
         let work = dir.join("work");
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-        execute::chown_tree(&work)?;
+        spec::chown_tree(&work)?;
         let stdin_path = dir.join("stdin");
         nix::unistd::mkfifo(&stdin_path, nix::sys::stat::Mode::from_bits_truncate(0o600)).context("creating the stdin FIFO")?;
         // Read-write: the shim's read end opens without a writer; the request closes it.
@@ -331,7 +331,7 @@ async fn slot(service: &Service, language: &Language, counted: &mut bool) -> Res
         let run = Run {
             id: id.clone(),
             runtime: WASMEDGE_RUNTIME,
-            spec: execute::spec(&id, &args, &program.env, limits, &work, None),
+            spec: spec::spec(&id, &args, &program.env, limits, &work, None),
             parent_snapshot: Some(&program.snapshot),
             stdin: Some(stdin_path),
             deadline: pool.shim_limit,
