@@ -475,6 +475,11 @@ fn a_client_that_goes_away_leaves_nothing_behind() {
     let code = "import time\nopen('/work/started', 'w').close()\ntime.sleep(60)\n";
     let warm = service.execute(json!({"language": "python", "code": code, "limits": {"timeout_ms": 500}}));
     assert_eq!(warm["timed_out"], true, "{warm:#}");
+    // Its scratch directory (with its marker) goes after the reply.
+    let scratch = service.state.path().join("scratch");
+    wait_until("the first execution's scratch directory to go", Duration::from_secs(30), || {
+        fs::read_dir(&scratch).unwrap().flatten().all(|e| !e.path().join("work/started").exists())
+    });
     let slow = json!({"language": "python", "code": code});
     let stream = send(&service.addr, "POST", "/v1/execute", &[], slow.to_string().as_bytes());
     service.wait_for_started();

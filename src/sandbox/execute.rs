@@ -169,12 +169,17 @@ pub async fn execute(
     let running = span.child("run");
     let lang = Metrics::language(&language.name);
     let mut warm = None;
+    let taking = Instant::now();
     if let Some(slot) = service.pool.take(&language.name, &limits, super::pool::WAIT_FOR_SLOT).await {
         service.metrics.warm_hits.get_or_create(&lang).inc();
         let id = slot.id.clone();
         running.set("container.id", &id);
         running.set("warm", true);
-        warm = run_warm(slot, &request, &program, limits, cancel.clone()).await.map(|ended| (id, ended));
+        let waited = taking.elapsed();
+        warm = run_warm(slot, &request, &program, limits, cancel.clone()).await.map(|ended| {
+            // The slot's container was started before the request: its start is the wait for it.
+            (id, ended.map(|ended| Ended { start: waited, ..ended }))
+        });
     } else if super::pool::WARM_LANGUAGES.contains(&language.name.as_str()) {
         service.metrics.warm_misses.get_or_create(&lang).inc();
     }
