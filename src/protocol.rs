@@ -39,6 +39,11 @@ pub const REPORT_FD: i32 = 4;
 pub const COMPILE_FD: i32 = 5;
 /// A container process's fds: stdio on 0-2, then [`LAUNCH_FD`], [`REPORT_FD`], [`COMPILE_FD`].
 pub const PROCESS_FDS: usize = 6;
+/// The bind mount trees the shim made for an init process in a user namespace (see
+/// `Launch::shim_binds`) follow its fds from here, in the order of its plan's mounts.
+pub const FIRST_MOUNT_FD: i32 = PROCESS_FDS as i32;
+/// The most bind mount trees the shim makes for a container.
+pub const MAX_MOUNT_FDS: usize = 64;
 /// The compiled module is in the cache: compiled for this request.
 pub const COMPILE_DONE: u8 = 0;
 /// The compiled module is in the cache: another process compiled it meanwhile.
@@ -50,7 +55,7 @@ pub const MAX_COMPILE_REASON: usize = 4096;
 
 pub const SOCKET: &str = "/run/containerd-wasmedge/zygote.sock";
 /// Raised whenever a message changes; a zygote of another protocol or build is replaced.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 /// The exit status reported for a container whose zygote died: the shim killed it (SIGKILL).
 pub const LOST_EXIT: i32 = 128 + libc::SIGKILL;
 /// How long either end waits for the other's next message while a container is being started.
@@ -79,7 +84,8 @@ pub struct Request {
     /// The user namespace to join (a new one is `CLONE_NEWUSER` in `new_namespaces`).
     pub user_ns: Option<String>,
     /// A sync socket follows the process's fds: the process, once in its user namespace, sends
-    /// a byte on it and waits for the shim's.
+    /// a byte on it and waits for the shim's, which brings the bind mount trees the shim made
+    /// for it (at most [`MAX_MOUNT_FDS`], by SCM_RIGHTS); it takes them from [`FIRST_MOUNT_FD`] on.
     pub sync: bool,
 }
 

@@ -97,3 +97,71 @@ fn pod_with_a_wasm_container_and_a_linux_sidecar_runs_through_cri() {
     wait_until("the pod's shim to exit", Duration::from_secs(30), || shims_of(&sock).is_empty());
     assert!(cri.call::<_, cri::ContainerStatusResponse>("ContainerStatus", cri::ContainerIdRequest { container_id: wasm.clone() }).is_err());
 }
+
+/// `hostUsers: false`: kubelet gives the pod a user namespace over a range of host IDs of its
+/// own, and a network namespace (CNI) of its own. The pause container (runc) makes the user
+/// namespace, the wasm container joins it by path; its rootfs layers and its volume are
+/// idmapped (the rootfs by the snapshotter's options, the volume by `mounts[].uidMappings`), so
+/// that what the host's root owns is the container's root's, while the container's root is an
+/// unprivileged host user.
+#[test]
+fn a_pod_without_host_users_runs_its_wasm_containers_as_an_unprivileged_host_user() {
+    let (busybox, wasm) = (busybox_image(), wasm_image());
+    let containerd = Containerd::start_with_config(cri::cri_config_with_cni);
+    for tar in [&busybox, &wasm] {
+        containerd_in(&containerd, CRI_NAMESPACE, &["image", "import", "--platform", "linux/amd64", tar.to_str().unwrap()]);
+    }
+    let cri = Cri::connect(&containerd.sock());
+    let logs = tempfile::tempdir().unwrap();
+    let cgroup_parent = format!("/e2e-cri-userns-{}", std::process::id());
+    const HOST_ID: u32 = 300000;
+    let pod = cri.run_pod_without_host_users(logs.path(), &cgroup_parent, HOST_ID);
+
+    // A volume of the host's root: a file only root may read, in a directory only root may
+    // write. Kubelet asks for it idmapped with the pod's mappings.
+    let volume = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(volume.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let note = volume.path().join("note.txt");
+    std::fs::write(&note, "the host root's note\n").unwrap();
+    std::fs::set_permissions(&note, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let range = cri::IdMapping { host_id: HOST_ID, container_id: 0, length: 65536 };
+    let mount = cri::Mount {
+        container_path: "/vol".into(),
+        host_path: volume.path().display().to_string(),
+        readonly: false,
+        uid_mappings: vec![range.clone()],
+        gid_mappings: vec![range],
+    };
+    let mut config = container("wasm", WASM_IMAGE, &[], &["sleep", "600"], &pod.namespaces);
+    config.mounts.push(mount);
+    let wasm = pod.start(config);
+    assert_eq!(cri.status(&wasm).state, cri::CONTAINER_RUNNING);
+
+    // Its root is HOST_ID on the host, in the pause container's user namespace.
+    let tasks = containerd_in(&containerd, CRI_NAMESPACE, &["task", "ls"]);
+    let pid = tasks.lines().find_map(|l| l.strip_prefix(wasm.as_str())?.split_whitespace().next()?.parse::<i32>().ok()).unwrap_or_else(|| panic!("{wasm} not in {tasks}: {:?} {}", cri.status(&wasm), std::fs::read_to_string(cri.status(&wasm).log_path).unwrap_or_default()));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uids: Vec<u32> = status.lines().find(|l| l.starts_with("Uid:")).unwrap().split_whitespace().skip(1).map(|u| u.parse().unwrap()).collect();
+    assert_eq!(uids, [HOST_ID; 4], "{status}");
+    let userns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap_or_default();
+    assert_ne!(userns(pid), userns(std::process::id() as i32));
+    let pause = processes().into_iter().filter(|(_, argv)| argv == &["/bin/busybox", "sleep", "2147483647"]).map(|(pid, _)| pid);
+    assert!(pause.into_iter().any(|p| userns(p) == userns(pid)), "the wasm container is not in its pause container's user namespace");
+
+    // The rootfs layers, owned by the host's root, are the container's root's to read.
+    let out = cri.exec_sync(&wasm, &["/app.wasm", "cat", "/data/greeting.txt"]);
+    assert_eq!((out.exit_code, String::from_utf8_lossy(&out.stdout).as_ref()), (0, GREETING), "{out:?}");
+    // Through the idmapped volume the root-only file is readable and the directory writable,
+    // and what the container writes is the host root's.
+    let out = cri.exec_sync(&wasm, &["/app.wasm", "cat", "/vol/note.txt"]);
+    assert_eq!((out.exit_code, String::from_utf8_lossy(&out.stdout).as_ref()), (0, "the host root's note\n"), "{out:?}");
+    let out = cri.exec_sync(&wasm, &["/app.wasm", "write", "/vol/written.txt", "from the pod"]);
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let written = std::fs::metadata(volume.path().join("written.txt")).unwrap();
+    assert_eq!((written.uid(), written.gid()), (0, 0));
+    assert_eq!(std::fs::read_to_string(volume.path().join("written.txt")).unwrap(), "from the pod");
+
+    let _: cri::Empty = cri.ok("StopPodSandbox", cri::PodSandboxIdRequest { pod_sandbox_id: pod.id.clone() });
+    assert_eq!(cri.status(&wasm).state, cri::CONTAINER_EXITED);
+}

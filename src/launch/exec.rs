@@ -67,6 +67,7 @@ pub fn spawn(plan: &ExecPlan, stdio: &Stdio, trace: &Trace) -> Result<Pid> {
     let user = ns.as_ref().map(|ns| IntoUserNs {
         ns,
         outside: Outside { mappings: None, cgroup: plan.cgroup.as_deref(), oom_score_adj: plan.security.oom_score_adj },
+        binds: None,
     });
     spawn::clone_self(EXEC_ARG, &plan.name, fd, &plan.engine, stdio, CloneFlags::empty(), Some(&pid_ns), user, trace)
 }

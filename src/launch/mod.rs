@@ -1,7 +1,7 @@
 //! The shim's side of a container: what it prepares and starts, never what runs inside.
 //!
 //! At create time the shim makes a [`Launch`] plan from the bundle's `config.json` ([`plan`]),
-//! mounts the rootfs ([`rootfs`]), makes the cgroup ([`cgroup`]; a transient scope of [`systemd`]
+//! mounts the rootfs ([`rootfs`]; [`idmap`] for a pod without host users), makes the cgroup ([`cgroup`]; a transient scope of [`systemd`]
 //! where systemd runs the node) and opens the stdio ([`stdio`]);
 //! [`spawn`] then creates the container process (through the [`zygote`], or by executing the
 //! [`runner`] itself), which waits for its plan until Task.Start. An exec gets an [`exec`] plan.
@@ -12,6 +12,7 @@
 pub mod cgroup;
 pub mod compile;
 pub mod exec;
+pub mod idmap;
 pub mod plan;
 pub mod relay;
 pub mod rootfs;

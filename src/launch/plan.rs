@@ -1,8 +1,9 @@
 //! The launch plan: everything a container's init process needs, prepared once at create time
 //! from the bundle's `config.json` and handed to the process as JSON.
 use super::cgroup;
-use super::userns::UserNamespace;
+use super::userns::{check_ranges, IdMap, UserNamespace};
 use crate::engine::{EngineOptions, Limits, WasiContext};
+use crate::protocol::MAX_MOUNT_FDS;
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::{LinuxCapabilities, LinuxNamespaceType, LinuxSeccomp, PosixRlimit, Process, Spec, User};
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,19 @@ pub struct Mount {
     pub kind: MountKind,
     /// `ro`: read-only in the kernel (with every submount) and in WASI.
     pub readonly: bool,
+    /// An idmapped bind mount's mappings (see [`Launch::shim_binds`]).
+    pub idmap: Option<MountIdMap>,
 }
+
+/// The ID mappings of an idmapped mount (`mounts[].uidMappings`/`gidMappings`, or the `idmap`
+/// and `ridmap` options with the container's own), and whether its submounts get them too
+/// (`ridmap`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountIdMap {
+    pub map: IdMap,
+    pub recursive: bool,
+}
+
 
 /// A namespace the container process gets: a new one, or the one at `path` (as in a pod).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,12 +110,20 @@ impl Launch {
         let root = spec.root().as_ref().context("config.json has no root")?;
         let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
 
-        let mounts = spec.mounts().iter().flatten().filter_map(Self::mount_from_spec).collect::<Vec<_>>();
+        let linux = spec.linux().as_ref();
+        let user = UserNamespace::from_spec(linux, Some(process.user()))?;
+        let mut mounts = Vec::new();
+        for m in spec.mounts().iter().flatten() {
+            mounts.extend(Self::mount_from_spec(m, user.as_ref())?);
+        }
+        let binds = mounts.iter().filter(|m| matches!(m.kind, MountKind::Bind { .. })).count();
+        if user.is_some() && binds > MAX_MOUNT_FDS {
+            bail!("{binds} bind mounts in a user namespace; the wasmedge shim takes at most {MAX_MOUNT_FDS}");
+        }
         let readonly_rootfs = root.readonly().unwrap_or(false);
         let env = process.env().clone().unwrap_or_default();
         let wasi = wasi_view(&args, &env, &cwd, readonly_rootfs, &mounts);
 
-        let linux = spec.linux().as_ref();
         let namespaces = linux
             .and_then(|l| l.namespaces().as_ref())
             .into_iter()
@@ -129,7 +150,7 @@ impl Launch {
             hostname: spec.hostname().clone(),
             mounts,
             namespaces,
-            user: UserNamespace::from_spec(linux, Some(process.user()))?,
+            user,
             cgroup,
             systemd_cgroup: cgroups_path.is_some_and(|p| cgroup::is_systemd_form(&p, systemd_cgroup)),
             wasi,
@@ -138,7 +159,7 @@ impl Launch {
         })
     }
 
-    fn mount_from_spec(m: &oci_spec::runtime::Mount) -> Option<Mount> {
+    fn mount_from_spec(m: &oci_spec::runtime::Mount, user: Option<&UserNamespace>) -> Result<Option<Mount>> {
         let options = m.options().clone().unwrap_or_default();
         let has = |o: &str| options.iter().any(|x| x == o);
         let fs = m.typ().as_deref().unwrap_or("");
@@ -151,19 +172,52 @@ impl Launch {
             if !SKIPPED_FS.contains(&fs) {
                 log::debug!("skipping mount of type {fs:?} at {}", m.destination().display());
             }
-            return None;
+            return Ok(None);
         };
-        Some(Mount {
+        let idmap = mount_idmap(m, &options, user)?;
+        if idmap.is_some() && !matches!(kind, MountKind::Bind { .. }) {
+            bail!("mount {}: the wasmedge shim idmaps bind mounts only", m.destination().display());
+        }
+        Ok(Some(Mount {
             source: m.source().clone().unwrap_or_default(),
             destination: m.destination().clone(),
             kind,
             readonly: has("ro"),
-        })
+            idmap,
+        }))
+    }
+
+    /// Whether the shim makes `m`'s tree, which the process finds open from
+    /// [`crate::protocol::FIRST_MOUNT_FD`] on, in the order of the mounts, and only attaches:
+    /// every bind mount of a container in a user namespace, whose root may neither idmap a
+    /// mount nor always reach the source (see [`super::idmap`]).
+    pub fn shim_binds(&self, m: &Mount) -> bool {
+        self.user.is_some() && matches!(m.kind, MountKind::Bind { .. })
     }
 
     pub fn new_namespace(&self, kind: &str) -> bool {
         self.namespaces.iter().any(|ns| ns.kind == kind && ns.path.is_none())
     }
+}
+
+/// The ID mappings mount `m` asks for: its own, or with the `idmap`/`ridmap` option alone the
+/// container's user namespace's.
+fn mount_idmap(m: &oci_spec::runtime::Mount, options: &[String], user: Option<&UserNamespace>) -> Result<Option<MountIdMap>> {
+    let has = |o: &str| options.iter().any(|x| x == o);
+    let dest = m.destination().display();
+    let map = match (m.uid_mappings().clone(), m.gid_mappings().clone()) {
+        (None, None) if !has("idmap") && !has("ridmap") => return Ok(None),
+        _ if user.is_none() => bail!("mount {dest}: the wasmedge shim idmaps mounts of a container in a user namespace only (linux.namespaces: user)"),
+        (None, None) => match user {
+            Some(ns) if !ns.uid_mappings.is_empty() && !ns.gid_mappings.is_empty() => IdMap { uids: ns.uid_mappings.clone(), gids: ns.gid_mappings.clone() },
+            _ => bail!("mount {dest}: the idmap option needs the mount's own uidMappings and gidMappings, or the container's"),
+        },
+        (Some(uids), Some(gids)) => IdMap { uids, gids },
+        _ => bail!("mount {dest}: an idmapped mount needs both uidMappings and gidMappings"),
+    };
+    check_ranges(&format!("mount {dest}: uidMappings"), &map.uids)?;
+    check_ranges(&format!("mount {dest}: gidMappings"), &map.gids)?;
+    Ok(Some(MountIdMap { map, recursive: has("ridmap") }))
 }
 
 /// What a process of the container may open: the root, and each mount at its destination so that
@@ -185,9 +239,6 @@ pub fn refuse_unsupported(spec: &Spec) -> Result<()> {
         ("an execution domain (linux.personality)", linux.is_some_and(|l| l.personality().is_some())),
         ("a NUMA memory policy (linux.memoryPolicy)", linux.is_some_and(|l| l.memory_policy().is_some())),
         ("network devices (linux.netDevices)", linux.is_some_and(|l| l.net_devices().as_ref().is_some_and(|d| !d.is_empty()))),
-        // What CRI asks of a `hostUsers: false` pod's volumes; without it the mapped root
-        // would find them owned by nobody.
-        ("idmapped mounts (mounts[].uidMappings, gidMappings)", spec.mounts().iter().flatten().any(|m| m.uid_mappings().is_some() || m.gid_mappings().is_some())),
     ];
     refuse_any(&asked)?;
     spec.process().as_ref().map_or(Ok(()), refuse_unsupported_process)
@@ -354,12 +405,38 @@ mod tests {
         }
     }
 
+    /// A bind mount's own mappings, or the container's with the `idmap` option; what cannot be
+    /// given is refused in one line.
     #[test]
-    fn idmapped_mounts_are_refused() {
+    fn idmapped_mounts_take_their_mappings() {
+        let range = |host| serde_json::json!([{"containerID": 0, "hostID": host, "size": 65536}]);
+        let plan = |json: serde_json::Value| Launch::from_spec("c1", Path::new("/b"), &spec(json), &EngineOptions::default(), false);
         let mut json = serde_json::to_value(sample()).unwrap();
-        json["mounts"][0]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
-        let err = refuse_unsupported(&spec(json)).unwrap_err().to_string();
-        assert_eq!(err, "the wasmedge shim does not support idmapped mounts (mounts[].uidMappings, gidMappings) for a wasm container");
+        json["mounts"][1]["uidMappings"] = range(1000);
+        json["mounts"][1]["gidMappings"] = range(2000);
+        let err = plan(json.clone()).unwrap_err().to_string();
+        assert!(err.starts_with("mount /data: the wasmedge shim idmaps mounts of a container in a user namespace only"), "{err}");
+        json["linux"]["namespaces"] = serde_json::json!([{"type": "user", "path": "/proc/1/ns/user"}, {"type": "mount"}]);
+        let idmap = plan(json.clone()).unwrap().mounts[0].idmap.clone().unwrap();
+        assert_eq!((idmap.map.uids[0].host_id(), idmap.map.gids[0].host_id(), idmap.recursive), (1000, 2000, false));
+
+        json["mounts"][1]["gidMappings"] = serde_json::Value::Null;
+        let err = plan(json.clone()).unwrap_err().to_string();
+        assert_eq!(err, "mount /data: an idmapped mount needs both uidMappings and gidMappings");
+
+        json["mounts"][1]["uidMappings"] = serde_json::Value::Null;
+        json["mounts"][1]["options"] = serde_json::json!(["rbind", "ridmap"]);
+        let err = plan(json.clone()).unwrap_err().to_string();
+        assert!(err.starts_with("mount /data: the idmap option needs"), "{err}");
+        json["linux"]["namespaces"] = serde_json::json!([{"type": "user"}, {"type": "mount"}]);
+        json["linux"]["uidMappings"] = range(3000);
+        json["linux"]["gidMappings"] = range(3000);
+        let idmap = plan(json.clone()).unwrap().mounts[0].idmap.clone().unwrap();
+        assert_eq!((idmap.map.uids[0].host_id(), idmap.recursive), (3000, true));
+
+        json["mounts"][2]["options"] = serde_json::json!(["idmap"]);
+        let err = plan(json).unwrap_err().to_string();
+        assert_eq!(err, "mount /tmp: the wasmedge shim idmaps bind mounts only");
     }
 
     /// The user namespace is checked as the plan is made (see [`super::super::userns`]).

@@ -1,5 +1,6 @@
 //! The rootfs mounts containerd hands over in `Task.Create`, mounted onto the bundle's rootfs.
-use anyhow::{Context, Result};
+use super::idmap;
+use anyhow::{bail, Context, Result};
 use containerd_shim::protos::api::Mount;
 use nix::mount::{umount2, MntFlags};
 use std::path::Path;
@@ -9,6 +10,14 @@ use std::path::Path;
 pub fn mount(mounts: &[Mount], target: &Path) -> Result<bool> {
     for m in mounts {
         std::fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
+        if let Some(map) = idmap::from_options(&m.options).context("the rootfs mount's ID mappings")? {
+            if m.type_ != "overlay" {
+                bail!("an idmapped {} rootfs mount: the shim idmaps overlay layers only", m.type_);
+            }
+            let scratch = target.with_file_name("rootfs-idmapped-layers");
+            idmap::mount_overlay(&m.options, &map, target, &scratch)?;
+            continue;
+        }
         containerd_shim::mount::mount_rootfs(Some(&m.type_), Some(&m.source), &m.options, target)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("mounting {} rootfs {} at {}", m.type_, m.source, target.display()))?;

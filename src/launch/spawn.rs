@@ -5,9 +5,10 @@
 //! only the host's root can (see [`userns`]).
 use super::compile::CompileSocket;
 use super::userns::{self, Outside, UserNamespace};
+use super::idmap;
 use super::{relay, runner::{self, Runner}, stdio::Stdio, zygote, Launch};
 use crate::engine::EngineOptions;
-use crate::protocol::{COMPILE_FD, INIT_ARG, RUNNER_BIN};
+use crate::protocol::{FIRST_MOUNT_FD, INIT_ARG, MAX_MOUNT_FDS, RUNNER_BIN};
 use crate::trace::Trace;
 use anyhow::{Context, Result};
 use nix::fcntl::{fcntl, FcntlArg};
@@ -16,7 +17,7 @@ use nix::unistd::Pid;
 use std::ffi::CString;
 use std::io::{Seek, Write};
 use std::path::Path;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 /// Namespaces created by clone. The cgroup namespace is made by init after it joins its cgroup,
@@ -46,6 +47,7 @@ pub fn create(launch: &Launch, stdio: &Stdio, trace: &Trace) -> Result<(Pid, Pla
         ns,
         // The cgroup is the caller's to place: a systemd scope takes the pid when it starts.
         outside: Outside { mappings: ns.is_new().then_some(ns), cgroup: None, oom_score_adj: launch.security.oom_score_adj },
+        binds: Some(launch),
     });
     let pid = clone_self(INIT_ARG, &launch.id, read, &launch.engine, stdio, flags, pid_ns, user, trace)?;
     Ok((pid, PlanSender(std::fs::File::from(write))))
@@ -67,10 +69,12 @@ impl PlanSender {
 pub(crate) struct IntoUserNs<'a> {
     pub ns: &'a UserNamespace,
     pub outside: Outside<'a>,
+    /// The launch whose bind mounts the shim makes for the process (an init's).
+    pub binds: Option<&'a Launch>,
 }
 
 /// Clones a process that executes the runner as `arg` with `stdio` on fds 0-2, `plan` on fd 3,
-/// a log pipe to the shim on fd 4 (its lines are logged, its spans go to `trace`) and its
+/// a log pipe to the shim on fd 4 (its lines are logged, its spans go to `trace`), its
 /// compile socket on fd 5, served with `engine`'s AOT options. With `pid_ns`, the process is
 /// born in that PID namespace: a thread of the shim enters it for its children only, clones,
 /// and ends. With `user`, it gets into that user namespace first and waits on a sync socket
@@ -101,7 +105,8 @@ pub(crate) fn clone_self(
     let release = |pid: Pid, theirs: Option<UnixStream>| -> Result<()> {
         drop(theirs);
         let (Some(user), Some(ours)) = (&user, &ours) else { return Ok(()) };
-        userns::release(pid, ours, &user.outside).inspect_err(|_| {
+        let trees = || user.binds.map_or(Ok(Vec::new()), |launch| idmap::mount_trees(pid, launch));
+        userns::release(pid, ours, &user.outside, trees).inspect_err(|_| {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         })
     };
@@ -152,23 +157,35 @@ pub(crate) fn clone_self(
                         return 125;
                     }
                 }
+                let mut trees = [-1; MAX_MOUNT_FDS];
+                let mut count = 0;
                 if let Some(sync) = sync_raw {
                     // In the namespace: say so, and wait until the shim has done its part.
-                    let mut byte = 1u8;
-                    if libc::write(sync, (&raw const byte).cast(), 1) != 1 || libc::read(sync, (&raw mut byte).cast(), 1) != 1 {
+                    let byte = 1u8;
+                    if libc::write(sync, (&raw const byte).cast(), 1) != 1 {
                         return 125;
                     }
+                    let Ok(n) = usize::try_from(receive_release(sync, &mut trees)) else { return 125 };
+                    count = n;
                     // Still the host's root, whom the namespace does not map: become its root.
                     if !become_root_in_namespace() {
                         return 125;
                     }
                 }
-                for (target, &src) in high_raw.iter().enumerate() {
+                // The trees above every target first, so that the dup2s cannot clobber one.
+                for tree in &mut trees[..count] {
+                    *tree = libc::fcntl(*tree, libc::F_DUPFD_CLOEXEC, FIRST_MOUNT_FD + MAX_MOUNT_FDS as i32);
+                    if *tree < 0 {
+                        return 125;
+                    }
+                }
+                let targets = high_raw.iter().chain(&trees[..count]);
+                for (target, &src) in targets.enumerate() {
                     if libc::dup2(src, target as i32) < 0 {
                         return 125;
                     }
                 }
-                libc::syscall(libc::SYS_close_range, COMPILE_FD + 1, u32::MAX, 0);
+                libc::syscall(libc::SYS_close_range, (high_raw.len() + count) as u32, u32::MAX, 0);
                 let empty: libc::sigset_t = std::mem::zeroed();
                 libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
                 libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
@@ -197,6 +214,41 @@ pub(crate) fn clone_self(
     relay::forward(id.to_string(), log_read.into(), trace.clone());
     compile.serve(id, engine, &runner)?;
     Ok(pid)
+}
+
+/// Reads the shim's release on `sync` (see [`userns::release`]): one byte, and the fds of the
+/// mount trees it made, put in `fds`. How many came, or -1. Raw system calls and no allocation:
+/// safe after clone in a threaded process.
+pub(crate) unsafe fn receive_release(sync: RawFd, fds: &mut [RawFd; MAX_MOUNT_FDS]) -> isize {
+    let mut byte = 0u8;
+    let mut iov = libc::iovec { iov_base: (&raw mut byte).cast(), iov_len: 1 };
+    // Room for a full SCM_RIGHTS message of MAX_MOUNT_FDS fds, aligned for its header.
+    let mut control = [0u64; 2 + MAX_MOUNT_FDS / 2 + 2];
+    let mut msg: libc::msghdr = std::mem::zeroed();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    if libc::recvmsg(sync, &mut msg, libc::MSG_CMSG_CLOEXEC) != 1 || msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return -1;
+    }
+    let mut count = 0;
+    let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+    while !cmsg.is_null() {
+        if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+            let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+            let n = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
+            for i in 0..n {
+                if count == fds.len() {
+                    return -1;
+                }
+                fds[count] = data.add(i).read_unaligned();
+                count += 1;
+            }
+        }
+        cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+    }
+    count as isize
 }
 
 /// Takes uid and gid 0 of the user namespace the process just got into (mapped by then), with

@@ -15,7 +15,11 @@ use anyhow::{bail, ensure, Context, Result};
 use nix::unistd::Pid;
 use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType, User};
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+use nix::sched::CloneFlags;
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use std::io::{IoSlice, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
@@ -78,7 +82,7 @@ fn maps(mappings: &[LinuxIdMapping], id: u32) -> bool {
     mappings.iter().any(|m| id.checked_sub(m.container_id()).is_some_and(|off| off < m.size()))
 }
 
-fn check_ranges(field: &str, mappings: &[LinuxIdMapping]) -> Result<()> {
+pub(super) fn check_ranges(field: &str, mappings: &[LinuxIdMapping]) -> Result<()> {
     ensure!(mappings.len() <= MAX_RANGES, "{field} has {} ranges; the kernel takes at most {MAX_RANGES}", mappings.len());
     for m in mappings {
         ensure!(m.size() > 0, "{field}: the range at container ID {} has size 0", m.container_id());
@@ -93,6 +97,43 @@ fn check_ranges(field: &str, mappings: &[LinuxIdMapping]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The ID mappings of an idmapped mount.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdMap {
+    pub uids: Vec<LinuxIdMapping>,
+    pub gids: Vec<LinuxIdMapping>,
+}
+
+impl IdMap {
+    /// A user namespace with these mappings, held by its fd: what `MOUNT_ATTR_IDMAP` takes. Its
+    /// process, made only to hold the mappings, is gone when this returns.
+    pub fn user_namespace(&self) -> Result<OwnedFd> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
+        let (read_raw, write_raw) = (read.as_raw_fd(), write.as_raw_fd());
+        let mut stack = vec![0u8; 16 * 1024];
+        // Raw calls only: the shim has threads. It waits for the pipe's end, then leaves. No exit
+        // signal, so the shim's reaper (which waits for SIGCHLD children) leaves it to us.
+        let hold = Box::new(move || -> isize {
+            let mut byte = 0u8;
+            unsafe {
+                libc::close(write_raw);
+                libc::read(read_raw, (&raw mut byte).cast(), 1)
+            };
+            0
+        });
+        let pid = unsafe { nix::sched::clone(hold, &mut stack, CloneFlags::CLONE_NEWUSER, None) }.context("creating a user namespace for an idmapped mount")?;
+        drop(read);
+        let opened = (|| -> Result<OwnedFd> {
+            std::fs::write(format!("/proc/{pid}/uid_map"), map_text(&self.uids)).context("writing its uid_map")?;
+            std::fs::write(format!("/proc/{pid}/gid_map"), map_text(&self.gids)).context("writing its gid_map")?;
+            Ok(std::fs::File::open(format!("/proc/{pid}/ns/user")).context("opening it")?.into())
+        })();
+        drop(write);
+        let _ = waitpid(pid, Some(WaitPidFlag::__WALL));
+        opened.context("making the user namespace of an idmapped mount")
+    }
 }
 
 /// A mapping as `/proc/PID/uid_map` takes it: one `inside outside count` line per range.
@@ -111,8 +152,9 @@ pub struct Outside<'a> {
 }
 
 /// The shim's half of the handshake on `sync`: waits for the process `pid` to be in its user
-/// namespace, does `outside` for it, and lets it go on (it then becomes root in the namespace).
-pub fn release(pid: Pid, sync: &UnixStream, outside: &Outside) -> Result<()> {
+/// namespace, does `outside` for it, and lets it go on (it then becomes root in the namespace)
+/// with the mount trees `trees` makes for it then (see [`crate::protocol::FIRST_MOUNT_FD`]).
+pub fn release(pid: Pid, sync: &UnixStream, outside: &Outside, trees: impl FnOnce() -> Result<Vec<OwnedFd>>) -> Result<()> {
     let mut sync = sync;
     sync.set_read_timeout(Some(TIMEOUT))?;
     let mut byte = [0u8];
@@ -127,7 +169,12 @@ pub fn release(pid: Pid, sync: &UnixStream, outside: &Outside) -> Result<()> {
     if let Some(score) = outside.oom_score_adj {
         std::fs::write(format!("/proc/{pid}/oom_score_adj"), score.to_string()).with_context(|| format!("setting oom_score_adj to {score}"))?;
     }
-    sync.write_all(&[1]).with_context(|| format!("releasing process {pid} in its user namespace"))
+    let trees = trees()?;
+    let raw: Vec<RawFd> = trees.iter().map(|t| t.as_raw_fd()).collect();
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let cmsgs = if raw.is_empty() { &[][..] } else { &rights[..] };
+    sendmsg::<()>(sync.as_raw_fd(), &[IoSlice::new(&[1])], cmsgs, MsgFlags::MSG_NOSIGNAL, None).with_context(|| format!("releasing process {pid} in its user namespace"))?;
+    Ok(())
 }
 
 #[cfg(test)]

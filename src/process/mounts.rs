@@ -3,7 +3,9 @@
 //! is attached to that fd with the new mount API (open_tree/fsmount, mount_setattr, move_mount).
 //! No path is checked and then used again: a co-tenant who swaps a directory for a symlink in
 //! between (runc's CVE-2021-30465, with nested volumes) cannot redirect a mount to the host.
+use crate::launch::idmap::set_readonly;
 use crate::launch::plan::{Launch, Mount, MountKind};
+use crate::protocol::FIRST_MOUNT_FD;
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::{open, openat2, OFlag, OpenHow, ResolveFlag};
@@ -11,7 +13,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{mkdirat, mknodat, Mode, SFlag};
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags};
 use std::ffi::OsStr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Component, Path};
 
 /// Makes the rootfs a mount of its own and attaches the spec's mounts to it. Nothing of this
@@ -25,14 +27,19 @@ pub fn build_rootfs(launch: &Launch) -> Result<()> {
     // Opened after the bind, so the fd is on the rootfs's own mount.
     let root_fd = open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .with_context(|| format!("opening rootfs {}", root.display()))?;
+    let mut trees = FIRST_MOUNT_FD..;
     for m in &launch.mounts {
-        // A file's bind mount goes onto a file.
-        let dir = match m.kind {
-            MountKind::Bind { .. } => m.source.is_dir(),
-            MountKind::Tmpfs { .. } => true,
+        // SAFETY: the shim passed these trees, in order, from FIRST_MOUNT_FD on.
+        let tree = launch.shim_binds(m).then(|| trees.next()).flatten().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        // A file's bind mount goes onto a file. The shim's tree says what it is: the source may
+        // be out of this process's reach.
+        let dir = match (&tree, &m.kind) {
+            (Some(tree), _) => nix::sys::stat::fstat(tree).is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR),
+            (None, MountKind::Bind { .. }) => m.source.is_dir(),
+            (None, MountKind::Tmpfs { .. }) => true,
         };
         let target = mount_point(&root_fd, &m.destination, dir)?;
-        attach(m, &target).with_context(|| format!("mounting {} at {}", m.source.display(), m.destination.display()))?;
+        attach(m, tree, &target).with_context(|| format!("mounting {} at {}", m.source.display(), m.destination.display()))?;
     }
     if launch.readonly_rootfs {
         // Not recursive: the spec's read-write mounts under it stay writable.
@@ -42,8 +49,12 @@ pub fn build_rootfs(launch: &Launch) -> Result<()> {
 }
 
 /// Makes `m` as a detached mount, read-only before anyone can see it if asked, and moves it onto
-/// the mount point's fd.
-fn attach(m: &Mount, target: &OwnedFd) -> std::io::Result<()> {
+/// the mount point's fd; or moves the `tree` the shim made of it, all done.
+fn attach(m: &Mount, tree: Option<OwnedFd>, target: &OwnedFd) -> std::io::Result<()> {
+    let onto_fds = MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH;
+    if let Some(tree) = tree {
+        return Ok(rustix::mount::move_mount(&tree, "", target, "", onto_fds)?);
+    }
     let tree = match &m.kind {
         MountKind::Bind { recursive } => {
             let rec = if *recursive { OpenTreeFlags::AT_RECURSIVE } else { OpenTreeFlags::empty() };
@@ -63,21 +74,7 @@ fn attach(m: &Mount, target: &OwnedFd) -> std::io::Result<()> {
         // Recursive: a read-only volume's submounts must not stay writable under it.
         set_readonly(&tree, true)?;
     }
-    let onto_fds = MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH;
     Ok(rustix::mount::move_mount(&tree, "", target, "", onto_fds)?)
-}
-
-/// mount_setattr(MOUNT_ATTR_RDONLY) on the mount at `fd`, and with `recursive` on every mount
-/// under it (rustix has no wrapper for it).
-fn set_readonly(fd: &OwnedFd, recursive: bool) -> std::io::Result<()> {
-    let attr = libc::mount_attr { attr_set: libc::MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
-    let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
-    let size = std::mem::size_of::<libc::mount_attr>();
-    let done = unsafe { libc::syscall(libc::SYS_mount_setattr, fd.as_raw_fd(), c"".as_ptr(), flags, &attr, size) };
-    if done == -1 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Opens the mount point `dest` inside the rootfs `root`, one component at a time from the fd of
@@ -128,6 +125,7 @@ fn open_or_create(at: &OwnedFd, name: &OsStr, dir: bool) -> nix::Result<OwnedFd>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::symlink;
     use std::path::PathBuf;
 

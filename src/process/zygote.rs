@@ -6,7 +6,7 @@
 //! lock a child could need (they print nothing; malloc's locks are reset by glibc's fork), and
 //! the main thread alone reaps, so the pidfd it opens right after a fork is the child's.
 use super::{exec, init};
-use crate::protocol::{recv_frame, root_peer, send_frame, send_i32, Hello, Request, INIT_ARG, PROCESS_FDS, SOCKET, TIMEOUT};
+use crate::protocol::{recv_frame, root_peer, send_frame, send_i32, Hello, Request, INIT_ARG, MAX_MOUNT_FDS, PROCESS_FDS, SOCKET, TIMEOUT};
 use anyhow::{ensure, Context, Result};
 use nix::fcntl::{fcntl, FcntlArg, Flock, FlockArg};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -229,14 +229,19 @@ fn become_container(request: &Request, mut fds: Vec<OwnedFd>, flags: CloneFlags)
         unshare(flags)?;
         if request.sync {
             let mut sync = UnixStream::from(fds.pop().ok_or(nix::errno::Errno::EBADF)?);
-            let mut byte = [1u8];
-            sync.write_all(&byte).and_then(|()| sync.read_exact(&mut byte)).map_err(|_| nix::errno::Errno::EPIPE)?;
+            sync.write_all(&[1u8]).map_err(|_| nix::errno::Errno::EPIPE)?;
+            let mut trees = [-1; MAX_MOUNT_FDS];
+            let count = unsafe { crate::launch::spawn::receive_release(sync.as_raw_fd(), &mut trees) };
+            let count = usize::try_from(count).map_err(|_| nix::errno::Errno::EPIPE)?;
+            // SAFETY: the fds just came in, owned by nobody else.
+            fds.extend(trees[..count].iter().map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) }));
             if !crate::launch::spawn::become_root_in_namespace() {
                 return Err(nix::errno::Errno::last());
             }
         }
         // Moved above the targets first, so that the dup2s onto them cannot clobber one another.
-        let high: Vec<RawFd> = fds.iter().map(|fd| fcntl(fd, FcntlArg::F_DUPFD(PROCESS_FDS as RawFd))).collect::<nix::Result<_>>()?;
+        let above = (PROCESS_FDS + MAX_MOUNT_FDS) as RawFd;
+        let high: Vec<RawFd> = fds.iter().map(|fd| fcntl(fd, FcntlArg::F_DUPFD(above))).collect::<nix::Result<_>>()?;
         for (target, fd) in high.iter().enumerate() {
             nix::errno::Errno::result(unsafe { libc::dup2(*fd, target as RawFd) })?;
         }

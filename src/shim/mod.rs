@@ -1,5 +1,6 @@
 //! The containerd side: the runtime v2 `start`/`delete` commands and the ttrpc Task service.
 mod classify;
+mod features;
 mod host;
 mod lock;
 mod metrics;
@@ -10,6 +11,7 @@ mod service;
 mod task;
 mod tasks;
 
+use containerd_shim::protos::{protobuf::well_known_types::any::Any, types::introspection::RuntimeInfo};
 use containerd_shim::{publisher::RemotePublisher, Config, DeleteResponse, Flags, StartOpts};
 use std::io::Write;
 
@@ -44,6 +46,10 @@ impl containerd_shim::Shim for Shim {
 
     fn new(_runtime_id: &str, _flags: &Flags, _config: &mut Config) -> Self {
         Shim
+    }
+
+    fn runtime_info(runtime_id: &str, _options: Option<&Any>) -> containerd_shim::Result<RuntimeInfo> {
+        Ok(features::runtime_info(runtime_id))
     }
 
     /// containerd runs `start` in the bundle directory; a pod's containers share the pod's shim.

@@ -56,6 +56,27 @@ pub struct NamespaceOption {
     pub pid: i32,
     #[prost(int32, tag = "3")]
     pub ipc: i32,
+    #[prost(message, optional, tag = "5")]
+    pub userns_options: Option<UserNamespace>,
+}
+/// A pod's user namespace: `hostUsers: false` is mode POD with kubelet's ID mappings.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UserNamespace {
+    #[prost(int32, tag = "1")]
+    pub mode: i32,
+    #[prost(message, repeated, tag = "2")]
+    pub uids: Vec<IdMapping>,
+    #[prost(message, repeated, tag = "3")]
+    pub gids: Vec<IdMapping>,
+}
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct IdMapping {
+    #[prost(uint32, tag = "1")]
+    pub host_id: u32,
+    #[prost(uint32, tag = "2")]
+    pub container_id: u32,
+    #[prost(uint32, tag = "3")]
+    pub length: u32,
 }
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LinuxSandboxSecurityContext {
@@ -130,6 +151,10 @@ pub struct Mount {
     pub host_path: String,
     #[prost(bool, tag = "3")]
     pub readonly: bool,
+    #[prost(message, repeated, tag = "6")]
+    pub uid_mappings: Vec<IdMapping>,
+    #[prost(message, repeated, tag = "7")]
+    pub gid_mappings: Vec<IdMapping>,
 }
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LinuxContainerSecurityContext {
@@ -341,6 +366,29 @@ pub fn cri_config(root: &Path, state: &Path, sock: &Path) -> String {
     )
 }
 
+/// [`cri_config`] with pod networks, for pods that cannot use the node's network (a pod with a
+/// user namespace needs its own): CNI's ptp, a veth pair per pod that goes with the pod's network
+/// namespace, addresses from a range this containerd keeps in its root.
+pub fn cri_config_with_cni(root: &Path, state: &Path, sock: &Path) -> String {
+    let conf_dir = root.join("cni");
+    fs::create_dir_all(&conf_dir).unwrap();
+    let network = format!(
+        r#"{{"cniVersion": "1.0.0", "name": "e2e-ptp", "plugins": [{{"type": "ptp", "ipMasq": false,
+            "ipam": {{"type": "host-local", "subnet": "10.254.0.0/16", "dataDir": "{}"}}}}]}}"#,
+        root.join("cni-ipam").display()
+    );
+    fs::write(conf_dir.join("10-e2e-ptp.conflist"), network).unwrap();
+    format!(
+        r#"{}
+[plugins.'io.containerd.cri.v1.runtime'.cni]
+  bin_dirs = ["/usr/lib/cni"]
+  conf_dir = "{}"
+"#,
+        cri_config(root, state, sock),
+        conf_dir.display()
+    )
+}
+
 /// `ctr -n NAMESPACE ARGS` on this containerd; its stdout.
 pub fn containerd_in(containerd: &Containerd, namespace: &str, args: &[&str]) -> String {
     let mut cmd = Command::new("ctr");
@@ -413,7 +461,18 @@ pub struct Pod<'a> {
 
 impl Cri {
     pub fn run_pod(&self, log_dir: &Path, cgroup_parent: &str) -> Pod<'_> {
-        let namespaces = NamespaceOption { network: NODE, pid: POD, ipc: POD };
+        self.run_pod_in(log_dir, cgroup_parent, NamespaceOption { network: NODE, pid: POD, ipc: POD, userns_options: None })
+    }
+
+    /// A pod with a network namespace of its own (CNI, [`cri_config_with_cni`]) and a user
+    /// namespace mapped to `host_id`.. `host_id` + 65536, as kubelet makes a `hostUsers: false` pod.
+    pub fn run_pod_without_host_users(&self, log_dir: &Path, cgroup_parent: &str, host_id: u32) -> Pod<'_> {
+        let range = IdMapping { host_id, container_id: 0, length: 65536 };
+        let userns = UserNamespace { mode: POD, uids: vec![range.clone()], gids: vec![range] };
+        self.run_pod_in(log_dir, cgroup_parent, NamespaceOption { network: POD, pid: POD, ipc: POD, userns_options: Some(userns) })
+    }
+
+    fn run_pod_in(&self, log_dir: &Path, cgroup_parent: &str, namespaces: NamespaceOption) -> Pod<'_> {
         let config = PodSandboxConfig {
             metadata: Some(PodSandboxMetadata { name: "wasm-pod".into(), uid: unique_id("uid"), namespace: "default".into(), attempt: 0 }),
             // No hostname: a pod on the node's network has the node's (and no UTS namespace).
