@@ -178,7 +178,7 @@ mod tests {
         for (options, err) in [
             (vec!["uidmap=0:1:1"], "a rootfs mount with only one of the uidmap and gidmap options"),
             (vec!["uidmap=0:1", "gidmap=0:1:1"], "uidmap: the range \"0:1\" is not container:host:size"),
-            (vec!["uidmap=0:1:1", "gidmap=0:x:1"], "gidmap: the range \"0:x\" is not container:host:size"),
+            (vec!["uidmap=0:1:1", "gidmap=0:x:1"], "gidmap: the range \"0:x:1\" is not container:host:size"),
             (vec!["uidmap=0:1:0", "gidmap=0:1:1"], "uidmap: the range \"0:1:0\" is empty"),
         ] {
             let options: Vec<String> = options.into_iter().map(String::from).collect();
