@@ -1,6 +1,7 @@
 //! End-to-end test of the Kubernetes door: containerd's CRI API driven as kubelet drives it, a
-//! pod on runtime handler `wasmedge` with a wasm container and a Linux (busybox) sidecar. The
-//! pause image is built here from busybox-static; pods use the node's network (no CNI).
+//! pod on runtime handler `wasmedge` with a wasm container and a Linux (busybox) sidecar, and a
+//! `hostUsers: false` pod. The pause image is built here from busybox-static; pods use the
+//! node's network (no CNI), except the `hostUsers: false` one (CNI's ptp).
 //! Needs containerd (with its CRI plugin), runc, /bin/busybox and root (`make test` runs it in
 //! the dev root).
 //! The CRI messages, client and images are in test/common/cri.rs (test/e2e_nodes.rs uses them too).
