@@ -228,7 +228,7 @@ pub(crate) unsafe fn receive_release(sync: RawFd, fds: &mut [RawFd; MAX_MOUNT_FD
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
     if libc::recvmsg(sync, &mut msg, libc::MSG_CMSG_CLOEXEC) != 1 || msg.msg_flags & libc::MSG_CTRUNC != 0 {
         return -1;
     }
