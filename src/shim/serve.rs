@@ -29,6 +29,12 @@ const TASK_V2: &str = "/containerd.task.v2.Task/";
 
 /// Serves containerd on `flags.socket` until the service signals its exit.
 pub(super) fn serve(flags: &Flags) -> Result<()> {
+    // One malloc arena, not one per thread: the shim serves a request at a time, mostly waits,
+    // and each arena's dirty pages would be this container's memory cost for its whole life.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1)
+    };
     // Handlers first: a child may exit as soon as there is one, and SIGPIPE from a closed log
     // pipe must not kill the shim.
     let signals = Signals::new([SIGTERM, SIGINT, SIGPIPE, SIGCHLD]).context("installing signal handlers")?;
