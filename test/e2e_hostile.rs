@@ -395,6 +395,32 @@ fn root_in_a_user_namespace_cannot_reach_the_host_roots_files() {
     case.finish();
 }
 
+/// An idmapped bind mount (ctr's `idmap` mount option) needs a user namespace: without one it is
+/// refused at create, in one line, after containerd has asked the shim's `-info` whether it makes
+/// idmapped mounts at all. With one (`--uidmap`), the mount takes the container's mappings: the
+/// host root's file, which root of the namespace could not read through a plain bind (see
+/// above), is the container root's.
+#[test]
+fn an_idmapped_mount_takes_the_containers_mappings_and_needs_a_user_namespace() {
+    let case = Case::new(&[]);
+    case.containerd.ctr_ok(&["image", "import", "--all-platforms", hello_image().to_str().unwrap()]);
+    let host = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(host.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = host.path().join("secret.txt");
+    fs::write(&secret, "the host's secret\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let mount = format!("type=bind,src={},dst=/host,options=rbind:rw:idmap", host.path().display());
+
+    let out = case.run(HELLO_IMAGE, &["--mount", &mount], &[ENTRYPOINT, "cat", "/host/secret.txt"]);
+    assert_create_refused(&out, "mount /host: the wasmedge shim idmaps mounts of a container in a user namespace only (linux.namespaces: user)");
+
+    let maps = ["--mount", &mount, "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"];
+    let read = case.run(HELLO_IMAGE, &maps, &[ENTRYPOINT, "cat", "/host/secret.txt"]);
+    assert_eq!((read.code, read.stdout.as_str(), read.stderr.as_str()), (0, "the host's secret\n", ""), "{read:#?}");
+    case.finish();
+}
+
 /// A module whose AOT compile costs LLVM seconds and much memory: thousands of long functions,
 /// salted so that no cache has it.
 fn compile_bomb() -> Vec<u8> {
